@@ -1,0 +1,51 @@
+# Entry points for people and CI. `make demo` and `make test` are the two
+# commands the README gives a newcomer; .ci/run runs `make test`.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PACKAGES := destination discovery
+
+.PHONY: setup binaries lint test unit integration demo clusters protos
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+## setup: create .venv with the package and its dev tools
+setup: $(VENV)/.installed
+
+## binaries: build the pinned etcd, Kubernetes and kwok binaries into the cache (once)
+binaries:
+	deploy/local/build-binaries.sh
+
+## protos: regenerate destination/_proto from protos/*.proto
+protos: setup
+	$(PY) protos/generate.py
+
+## lint: ruff, mypy --strict, import layering, generated stubs up to date
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) protos/generate.py --check
+
+## test: everything CI runs: lint, unit tests, integration tests on real clusters
+test: setup binaries lint
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+integration: setup binaries
+	$(PY) -m pytest tests/integration
+
+## clusters: start local clusters east and west until Ctrl-C
+clusters: setup binaries
+	$(PY) -m tests.kube up east west
+
+## demo: the README's main command
+demo: clusters
