@@ -1,0 +1,1 @@
+"""The project's real Kubernetes test environment (see cluster.py for the design)."""
