@@ -1,0 +1,100 @@
+"""One cluster's discovery: API client, reflectors, index and topics together.
+
+The local cluster and (later) each remote cluster are a `ClusterCache`, so
+local, remote and federated lookups share one code path: `topics.subscribe`.
+Events from every reflector go through `_apply`, which updates the index and
+refreshes the affected topics synchronously, then records how long the whole
+fan-out took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import structlog
+from kubernetes_asyncio.client import ApiClient
+
+from .index import ClusterIndex
+from .metrics import DiscoveryMetrics
+from .models import ClusterName, Kind, ServiceRef
+from .ports import PortSet
+from .reflector import Deleted, Listed, Reflector, ReflectorEvent
+from .topics import Topics
+
+log = structlog.get_logger("discovery.cluster")
+
+LOCAL_KINDS = (
+    Kind.SERVICE,
+    Kind.ENDPOINT_SLICE,
+    Kind.POD,
+    Kind.NODE,
+    Kind.REPLICA_SET,
+    Kind.JOB,
+)
+
+
+class ClusterCache:
+    def __init__(
+        self,
+        *,
+        name: ClusterName,
+        api: ApiClient,
+        metrics: DiscoveryMetrics,
+        default_opaque_ports: PortSet,
+        enable_ipv6: bool,
+        kinds: Iterable[Kind] = LOCAL_KINDS,
+    ) -> None:
+        self.name = name
+        self.index = ClusterIndex()
+        self.topics = Topics(
+            self.index, default_opaque_ports=default_opaque_ports, enable_ipv6=enable_ipv6
+        )
+        self._metrics = metrics
+        self.reflectors = [
+            Reflector(cluster=name, kind=kind, api=api, on_event=self._apply, metrics=metrics)
+            for kind in kinds
+        ]
+        self._synced = asyncio.Event()
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    async def run(self) -> None:
+        """Run every reflector until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for reflector in self.reflectors:
+                group.create_task(reflector.run(), name=f"reflector {self.name}/{reflector.kind}")
+            group.create_task(self._mark_synced(), name=f"sync {self.name}")
+
+    async def _mark_synced(self) -> None:
+        started = time.perf_counter()
+        await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
+        self._synced.set()
+        self._metrics.cluster_synced.labels(self.name).set(1)
+        log.info(
+            "cluster_synced",
+            cluster=self.name,
+            took_s=round(time.perf_counter() - started, 3),
+            objects={k.value: n for k, n in self.index.sizes().items()},
+        )
+
+    def _apply(self, event: ReflectorEvent, received: float) -> None:
+        affected: set[ServiceRef]
+        if isinstance(event, Listed):
+            affected = self.index.replace(event.kind, event.records)
+        elif isinstance(event, Deleted):
+            affected = self.index.delete(event.kind, event.ref)
+        else:
+            affected = self.index.upsert(event.record)
+        if affected:
+            self.topics.refresh(affected)
+        self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - received)
+        self._metrics.cache_size.labels(self.name, event.kind.value).set(
+            self.index.sizes()[event.kind]
+        )

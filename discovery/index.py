@@ -1,0 +1,211 @@
+"""The in-memory state of one cluster, and which services each event touches.
+
+`ClusterIndex` holds slim records keyed by object, plus the reverse maps that
+turn an event into the set of services it affects: a Pod change affects the
+services whose slices point at the pod, a ReplicaSet change affects the
+services of its pods (their owner label), a slice change affects its service.
+Applying an event is synchronous and does no I/O; the caller refreshes the
+affected services' topics right after, so an event is atomic with respect to
+every stream.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from .models import (
+    Kind,
+    NodeInfo,
+    ObjectRef,
+    OwnerRef,
+    PodInfo,
+    ServiceInfo,
+    ServiceRef,
+    SliceInfo,
+    WorkloadOwner,
+)
+from .project import Record
+
+# Owners of a ReplicaSet that name the workload in metric labels.
+_RS_WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
+
+
+class ClusterIndex:
+    """Records of one cluster. Not thread-safe: used from the event loop only."""
+
+    def __init__(self) -> None:
+        self.services: dict[ServiceRef, ServiceInfo] = {}
+        self.slices: dict[ObjectRef, SliceInfo] = {}
+        self.pods: dict[ObjectRef, PodInfo] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+        self.replica_sets: dict[ObjectRef, WorkloadOwner] = {}
+        self.jobs: dict[ObjectRef, WorkloadOwner] = {}
+        self.slices_by_service: defaultdict[ServiceRef, set[ObjectRef]] = defaultdict(set)
+        self._services_by_pod: defaultdict[ObjectRef, set[ServiceRef]] = defaultdict(set)
+        # (namespace, owner kind, owner name) -> pods, for owner-label updates
+        self._pods_by_owner: defaultdict[tuple[str, str, str], set[ObjectRef]] = defaultdict(set)
+
+    # -- reads ---------------------------------------------------------------
+
+    def slices_of(self, service: ServiceRef) -> list[SliceInfo]:
+        return [self.slices[ref] for ref in self.slices_by_service.get(service, ())]
+
+    def node_zone(self, node_name: str) -> str:
+        node = self.nodes.get(node_name)
+        return node.zone if node else ""
+
+    def workload_owner(self, pod: PodInfo) -> OwnerRef | None:
+        """The workload a pod belongs to: its ReplicaSet's Deployment, its Job's CronJob..."""
+        owner = pod.owner
+        if owner is None:
+            return None
+        if owner.kind == "ReplicaSet":
+            rs = self.replica_sets.get(ObjectRef(pod.ref.namespace, owner.name))
+            if rs is not None and rs.owner is not None and rs.owner.kind in _RS_WORKLOAD_KINDS:
+                return rs.owner
+        elif owner.kind == "Job":
+            job = self.jobs.get(ObjectRef(pod.ref.namespace, owner.name))
+            if job is not None and job.owner is not None:
+                return job.owner
+        return owner
+
+    def sizes(self) -> dict[Kind, int]:
+        return {
+            Kind.SERVICE: len(self.services),
+            Kind.ENDPOINT_SLICE: len(self.slices),
+            Kind.POD: len(self.pods),
+            Kind.NODE: len(self.nodes),
+            Kind.REPLICA_SET: len(self.replica_sets),
+            Kind.JOB: len(self.jobs),
+        }
+
+    # -- writes: each returns the services whose endpoints may have changed ----
+
+    def upsert(self, record: Record) -> set[ServiceRef]:
+        if isinstance(record, ServiceInfo):
+            self.services[record.ref] = record
+            return {record.ref}
+        if isinstance(record, SliceInfo):
+            affected = self._drop_slice(record.ref)
+            self._add_slice(record)
+            return affected | {record.service}
+        if isinstance(record, PodInfo):
+            self._forget_pod_owner(record.ref)
+            self.pods[record.ref] = record
+            if record.owner is not None:
+                key = (record.ref.namespace, record.owner.kind, record.owner.name)
+                self._pods_by_owner[key].add(record.ref)
+            return set(self._services_by_pod.get(record.ref, ()))
+        if isinstance(record, NodeInfo):
+            self.nodes[record.name] = record
+            return set()
+        return self._upsert_workload_owner(record)
+
+    def delete(self, kind: Kind, ref: ObjectRef) -> set[ServiceRef]:
+        if kind is Kind.SERVICE:
+            service = ServiceRef(*ref)
+            return {service} if self.services.pop(service, None) is not None else set()
+        if kind is Kind.ENDPOINT_SLICE:
+            return self._drop_slice(ref)
+        if kind is Kind.POD:
+            self._forget_pod_owner(ref)
+            if self.pods.pop(ref, None) is None:
+                return set()
+            return set(self._services_by_pod.get(ref, ()))
+        if kind is Kind.NODE:
+            self.nodes.pop(ref.name, None)
+            return set()
+        table = self.replica_sets if kind is Kind.REPLICA_SET else self.jobs
+        if table.pop(ref, None) is None:
+            return set()
+        return self._services_of_owned_pods(ref, kind)
+
+    def replace(self, kind: Kind, records: Iterable[Record]) -> set[ServiceRef]:
+        """A relist: upsert what is listed, delete what is no longer there."""
+        affected: set[ServiceRef] = set()
+        listed: set[ObjectRef] = set()
+        for record in records:
+            listed.add(_key_of(record))
+            affected |= self.upsert(record)
+        for ref in [ref for ref in self._keys(kind) if ref not in listed]:
+            affected |= self.delete(kind, ref)
+        return affected
+
+    # -- internals -------------------------------------------------------------
+
+    def _keys(self, kind: Kind) -> list[ObjectRef]:
+        if kind is Kind.SERVICE:
+            return list(self.services)
+        if kind is Kind.ENDPOINT_SLICE:
+            return list(self.slices)
+        if kind is Kind.POD:
+            return list(self.pods)
+        if kind is Kind.NODE:
+            return [ObjectRef("", name) for name in self.nodes]
+        return list(self.replica_sets if kind is Kind.REPLICA_SET else self.jobs)
+
+    def _add_slice(self, info: SliceInfo) -> None:
+        self.slices[info.ref] = info
+        self.slices_by_service[info.service].add(info.ref)
+        for pod in _slice_pods(info):
+            self._services_by_pod[pod].add(info.service)
+
+    def _drop_slice(self, ref: ObjectRef) -> set[ServiceRef]:
+        old = self.slices.pop(ref, None)
+        if old is None:
+            return set()
+        refs = self.slices_by_service.get(old.service)
+        if refs is not None:
+            refs.discard(ref)
+            if not refs:
+                del self.slices_by_service[old.service]
+        remaining_pods = {
+            pod for other in self.slices_of(old.service) for pod in _slice_pods(other)
+        }
+        for pod in _slice_pods(old):
+            if pod in remaining_pods:
+                continue
+            services = self._services_by_pod.get(pod)
+            if services is not None:
+                services.discard(old.service)
+                if not services:
+                    del self._services_by_pod[pod]
+        return {old.service}
+
+    def _forget_pod_owner(self, ref: ObjectRef) -> None:
+        old = self.pods.get(ref)
+        if old is None or old.owner is None:
+            return
+        key = (ref.namespace, old.owner.kind, old.owner.name)
+        pods = self._pods_by_owner.get(key)
+        if pods is not None:
+            pods.discard(ref)
+            if not pods:
+                del self._pods_by_owner[key]
+
+    def _upsert_workload_owner(self, record: WorkloadOwner) -> set[ServiceRef]:
+        table = self.replica_sets if record.kind is Kind.REPLICA_SET else self.jobs
+        old = table.get(record.ref)
+        table[record.ref] = record
+        if old is not None and old.owner == record.owner:
+            return set()
+        return self._services_of_owned_pods(record.ref, record.kind)
+
+    def _services_of_owned_pods(self, ref: ObjectRef, kind: Kind) -> set[ServiceRef]:
+        pods = self._pods_by_owner.get((ref.namespace, kind.value, ref.name), ())
+        return {svc for pod in pods for svc in self._services_by_pod.get(pod, ())}
+
+
+def _slice_pods(info: SliceInfo) -> set[ObjectRef]:
+    return {
+        ObjectRef(e.target.namespace or info.ref.namespace, e.target.name)
+        for e in info.endpoints
+        if e.target is not None and e.target.kind == "Pod"
+    }
+
+
+def _key_of(record: Record) -> ObjectRef:
+    if isinstance(record, NodeInfo):
+        return ObjectRef("", record.name)
+    return record.ref

@@ -1,0 +1,216 @@
+"""Slim, frozen records of the Kubernetes objects the destination service reads.
+
+A watch event is projected into one of these at the edge (`project.py`) and
+the raw object is dropped at once: a Pod here is a few hundred bytes of the
+fields translation needs, not the tens of kilobytes of the API object. Records
+are immutable so that indexes, snapshots and every stream can share them
+without copies or locks.
+
+Equality matters: an address is re-sent to proxies when its record compares
+unequal to the one they hold, so fields that never reach a proxy (such as a
+pod's resourceVersion) are excluded from comparison.
+
+This module imports nothing from the project but `ports`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, NewType
+
+from .ports import PortSet
+
+ClusterName = NewType("ClusterName", str)
+
+
+class ObjectRef(NamedTuple):
+    """Namespace and name of a namespaced object."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class ServiceRef(ObjectRef):
+    """A Service, by namespace and name."""
+
+
+class Kind(enum.Enum):
+    """The resource kinds discovery watches."""
+
+    SERVICE = "Service"
+    ENDPOINT_SLICE = "EndpointSlice"
+    POD = "Pod"
+    NODE = "Node"
+    REPLICA_SET = "ReplicaSet"
+    JOB = "Job"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    name: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    ref: ServiceRef
+    ports: tuple[ServicePort, ...]
+    is_external_name: bool
+    internal_traffic_local: bool
+    cluster_ips: tuple[str, ...]
+    # Raw `config.linkerd.io/opaque-ports`; None when absent (defaults apply).
+    opaque_ports_annotation: str | None
+    # multicluster markers, read by later routing stages
+    remote_discovery_cluster: str | None = None
+    remote_service: str | None = None
+    federated_remote: str | None = None
+    federated_local: str | None = None
+
+    def port_name(self, port: int) -> str | None:
+        """Name of the service port numbered `port`, or None if it has none."""
+        for service_port in self.ports:
+            if service_port.port == port:
+                return service_port.name
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRef:
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    addresses: tuple[str, ...]
+    ready: bool
+    hostname: str | None
+    node_name: str | None
+    zone: str | None
+    zone_hints: frozenset[str] | None  # None: no hints at all
+    target: TargetRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePort:
+    name: str  # "" when unnamed
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class SliceInfo:
+    ref: ObjectRef
+    service: ServiceRef
+    address_type: str  # IPv4, IPv6 or FQDN
+    ports: tuple[SlicePort, ...] | None  # None: `ports: null` (contributes nothing)
+    endpoints: tuple[SliceEndpoint, ...]
+    # Gateway-mode mirrors (written by the service mirror on the Endpoints,
+    # copied onto slices by the EndpointSlice mirroring controller).
+    gateway_identity: str | None = None
+    remote_fq_name: str | None = None
+    mirror_cluster: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRef:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyPorts:
+    """Ports of the pod's `linkerd-proxy` container; None where unset or unparsable."""
+
+    inbound: int | None
+    admin: int | None
+    control: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    name: str
+    container_port: int
+    host_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    ref: ObjectRef
+    ips: tuple[str, ...]
+    node_name: str
+    phase: str
+    terminating: bool
+    service_account: str
+    owner: OwnerRef | None  # the single ownerReference; None with zero or several
+    control_plane_ns: str  # "" when not meshed
+    pod_template_hash: str | None
+    opaque_ports: PortSet | None  # resolved annotation; None when absent (defaults apply)
+    skip_inbound_ports: PortSet
+    proxy: ProxyPorts | None  # None: no linkerd-proxy container
+    container_ports: tuple[ContainerPort, ...]
+    labels: tuple[tuple[str, str], ...]
+    resource_version: str = field(default="", compare=False)
+
+    @property
+    def meshed(self) -> bool:
+        return bool(self.control_plane_ns)
+
+    def label_map(self) -> Mapping[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    zone: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadOwner:
+    """Metadata of a ReplicaSet or Job: only whom it belongs to."""
+
+    kind: Kind  # REPLICA_SET or JOB
+    ref: ObjectRef
+    owner: OwnerRef | None
+
+
+class IpFamily(enum.Enum):
+    V4 = 4
+    V6 = 6
+
+
+AddressKey = tuple[str, int]
+"""(ip, port): how a proxy tells endpoints apart, so how we key snapshots."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One endpoint of a (service, port), with everything translation reads.
+
+    Keyed by (ip, port) in snapshots: a pod whose IP changes is a Remove of the
+    old address and an Add of the new one (Linkerd keys by pod and leaves the
+    old IP behind).
+    """
+
+    ip: str
+    port: int
+    family: IpFamily
+    hostname: str | None
+    zone: str | None
+    zone_hints: frozenset[str] | None
+    node_name: str | None
+    pod: PodInfo | None
+    owner: OwnerRef | None  # resolved workload (Deployment, StatefulSet, ...) of the pod
+    opaque: bool
+    gateway_identity: str | None = None
+    remote_fq_name: str | None = None
+
+    @property
+    def key(self) -> AddressKey:
+        return (self.ip, self.port)

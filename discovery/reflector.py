@@ -1,0 +1,229 @@
+"""List-then-watch of one resource kind in one cluster, forever.
+
+The loop has three layers (as in kopf): `run` never returns; it relists after
+`410 Gone` or any failure, with jittered exponential backoff, and counts each
+restart by reason. `_list` pages through the collection and hands the whole
+result over as one `Listed` event, so the index can drop objects deleted while
+we were away. `_watch` streams events from the list's resourceVersion, with
+bookmarks so that a quiet watch still advances, and a read timeout so that a
+dead connection is noticed.
+
+Objects are read as raw JSON lines and projected straight into slim records:
+no generated model classes are built (kubernetes-asyncio's `Watch` would build
+one per event). A malformed object is logged and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from kubernetes_asyncio.client import ApiClient
+
+from .metrics import DiscoveryMetrics
+from .models import ClusterName, Kind, ObjectRef
+from .project import Invalid, Record, object_key, project
+
+log = structlog.get_logger("discovery.reflector")
+
+# Where each kind is listed, cluster-wide.
+LIST_PATHS: dict[Kind, str] = {
+    Kind.SERVICE: "/api/v1/services",
+    Kind.ENDPOINT_SLICE: "/apis/discovery.k8s.io/v1/endpointslices",
+    Kind.POD: "/api/v1/pods",
+    Kind.NODE: "/api/v1/nodes",
+    Kind.REPLICA_SET: "/apis/apps/v1/replicasets",
+    Kind.JOB: "/apis/batch/v1/jobs",
+}
+
+# ReplicaSets, Jobs and Nodes: only their metadata is read, so ask for that.
+_METADATA_ONLY = frozenset({Kind.REPLICA_SET, Kind.JOB, Kind.NODE})
+_ACCEPT_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_ACCEPT_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+PAGE_SIZE = 500
+WATCH_TIMEOUT_S = 300  # the API server ends each watch after this; we then resume
+READ_TIMEOUT_S = 90.0  # bookmarks arrive about every minute; silence past this is a dead link
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    kind: Kind
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Upserted:
+    kind: Kind
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    kind: Kind
+    ref: ObjectRef
+
+
+ReflectorEvent = Listed | Upserted | Deleted
+
+
+class WatchExpired(Exception):
+    """The resourceVersion we watch from is gone (410): relist."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:300]}")
+        self.status = status
+
+
+class Reflector:
+    """Keeps one (cluster, kind) flowing into `on_event`, which must not block."""
+
+    def __init__(
+        self,
+        *,
+        cluster: ClusterName,
+        kind: Kind,
+        api: ApiClient,
+        on_event: Callable[[ReflectorEvent, float], None],
+        metrics: DiscoveryMetrics,
+    ) -> None:
+        self.cluster = cluster
+        self.kind = kind
+        self._api = api
+        self._on_event = on_event
+        self._metrics = metrics
+        self._log = log.bind(cluster=cluster, kind=kind.value)
+        self.synced = asyncio.Event()
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        backoff = BACKOFF_INITIAL_S
+        while True:
+            reason = "watch_ended"
+            try:
+                version = await self._list()
+                backoff = BACKOFF_INITIAL_S
+                self.last_error = None
+                while True:
+                    version = await self._watch(version)
+            except WatchExpired:
+                reason = "expired"
+                self._log.info("watch_expired_relisting")
+            except (aiohttp.ClientError, TimeoutError, ApiError, OSError, ValueError) as err:
+                reason = type(err).__name__
+                self.last_error = str(err) or reason
+                self._log.warning("watch_failed", error=self.last_error, retry_in_s=backoff)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            self._metrics.watch_restarts.labels(self.cluster, self.kind.value, reason).inc()
+
+    async def _request(self, query: list[tuple[str, Any]], *, watch: bool) -> Any:
+        accept = "application/json"
+        if self.kind in _METADATA_ONLY:
+            accept = _ACCEPT_METADATA_WATCH if watch else _ACCEPT_METADATA
+        timeout = (
+            aiohttp.ClientTimeout(sock_connect=10, sock_read=READ_TIMEOUT_S)
+            if watch
+            else aiohttp.ClientTimeout(total=60)
+        )
+        return await self._api.call_api(
+            LIST_PATHS[self.kind],
+            "GET",
+            query_params=query,
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+
+    async def _list(self) -> str:
+        started = time.perf_counter()
+        records: list[Record] = []
+        continue_token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", PAGE_SIZE)]
+            if continue_token:
+                query.append(("continue", continue_token))
+            async with await self._request(query, watch=False) as response:
+                if response.status == 410:
+                    raise WatchExpired()  # the continue token expired mid-list
+                if response.status != 200:
+                    raise ApiError(response.status, await response.text())
+                body = await response.json(loads=json.loads)
+            for item in body.get("items") or []:
+                record = self._project(item)
+                if record is not None:
+                    records.append(record)
+            metadata = body.get("metadata") or {}
+            continue_token = metadata.get("continue") or ""
+            if not continue_token:
+                version = str(metadata.get("resourceVersion") or "")
+                break
+        self._on_event(Listed(self.kind, tuple(records)), started)
+        self.synced.set()
+        self._metrics.watch_lists.labels(self.cluster, self.kind.value).inc()
+        self._log.info(
+            "listed", objects=len(records), took_s=round(time.perf_counter() - started, 3)
+        )
+        return version
+
+    async def _watch(self, version: str) -> str:
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", WATCH_TIMEOUT_S),
+        ]
+        async with await self._request(query, watch=True) as response:
+            if response.status == 410:
+                raise WatchExpired()
+            if response.status != 200:
+                raise ApiError(response.status, await response.text())
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                received = time.perf_counter()
+                event = json.loads(line)
+                version = self._handle(event, received) or version
+        return version
+
+    def _handle(self, event: dict[str, Any], received: float) -> str | None:
+        """Apply one watch event; returns the resourceVersion to resume from."""
+        event_type = event.get("type")
+        obj = event.get("object") or {}
+        if event_type == "ERROR":
+            if obj.get("code") == 410:
+                raise WatchExpired()
+            raise ApiError(int(obj.get("code") or 500), str(obj.get("message")))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if event_type == "BOOKMARK":
+            return str(version) if version else None
+        self._metrics.watch_events.labels(self.cluster, self.kind.value, str(event_type)).inc()
+        if event_type == "DELETED":
+            ref = object_key(obj)
+            if ref is not None:
+                self._on_event(Deleted(self.kind, ref), received)
+        elif event_type in ("ADDED", "MODIFIED"):
+            record = self._project(obj)
+            if record is not None:
+                self._on_event(Upserted(self.kind, record), received)
+        return str(version) if version else None
+
+    def _project(self, raw: dict[str, Any]) -> Record | None:
+        record = project(self.kind, raw)
+        if isinstance(record, Invalid):
+            self._metrics.invalid_objects.labels(self.cluster, self.kind.value).inc()
+            self._log.warning("invalid_object", ref=record.ref, reason=record.reason)
+            return None
+        return record
