@@ -1,0 +1,143 @@
+"""Composition root of `destination serve`: build everything, run, shut down in order.
+
+Startup: admin server first (so `/live` answers and `/ready` says "not yet"),
+then the gRPC server, then the local cluster's watches. gRPC health turns
+SERVING and `/ready` turns ready once the local cache has synced; Gets that
+arrive earlier wait for the sync (bounded) rather than see an empty cache.
+
+Shutdown (SIGTERM or SIGINT): health turns NOT_SERVING, every stream's queue
+is closed so handlers finish with OK after writing what they hold, the gRPC
+server stops with a grace period, then the watches and the admin server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+
+import structlog
+from grpc_health.v1 import health, health_pb2
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client import ApiClient, Configuration
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from discovery.cluster import ClusterCache
+from discovery.metrics import DiscoveryMetrics
+from discovery.models import ClusterName
+
+from .admin import AdminServer
+from .broadcast import Broadcasts
+from .config import ServerConfig
+from .encode import MeshSettings, http2_params_from_json
+from .get import GetHandler
+from .metrics import DestinationMetrics
+from .server import SERVICE_NAME, build_server
+
+log = structlog.get_logger("destination.app")
+
+# Each watch holds one connection; leave room for lists and relists.
+API_CONNECTION_POOL = 32
+
+
+async def api_client(kubeconfig: str | None) -> ApiClient:
+    """A client of its own for the local cluster (never the process-wide default)."""
+    if kubeconfig:
+        client = await k8s_config.new_client_from_config(config_file=kubeconfig)
+        client.configuration.connection_pool_maxsize = API_CONNECTION_POOL
+        return client
+    configuration = Configuration()
+    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = API_CONNECTION_POOL
+    return ApiClient(configuration)
+
+
+def mesh_settings(config: ServerConfig) -> MeshSettings:
+    return MeshSettings(
+        controller_namespace=config.controller_namespace,
+        trust_domain=config.identity_trust_domain,
+        enable_h2_upgrade=config.enable_h2_upgrade,
+        force_opaque_transport=config.force_opaque_transport,
+        ext_endpoint_zone_weights=config.ext_endpoint_zone_weights,
+        http2_params=http2_params_from_json(config.meshed_http2_client_params),
+    )
+
+
+async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or until `stop` is set, for tests)."""
+    loop = asyncio.get_running_loop()
+    handle_signals = stop is None
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    discovery_metrics = DiscoveryMetrics(registry)
+    metrics = DestinationMetrics(registry)
+
+    async with AsyncExitStack() as exits:
+        api = await api_client(config.kubeconfig)
+        exits.push_async_callback(api.close)
+        local = ClusterCache(
+            name=ClusterName(config.cluster_name),
+            api=api,
+            metrics=discovery_metrics,
+            default_opaque_ports=config.default_opaque_ports,
+            enable_ipv6=config.enable_ipv6,
+        )
+        admin = AdminServer(registry=registry, ready=lambda: local.synced)
+        await admin.start(config.admin.host, config.admin.port)
+        exits.push_async_callback(admin.stop)
+
+        broadcasts = Broadcasts(
+            queue_capacity=config.stream_queue_capacity,
+            stuck_deadline_s=config.stream_stuck_deadline_s,
+            metrics=metrics,
+        )
+        get = GetHandler(
+            local=local,
+            broadcasts=broadcasts,
+            mesh=mesh_settings(config),
+            cluster_domain=config.cluster_domain,
+            metrics=metrics,
+        )
+        health_servicer = health.aio.HealthServicer()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        server = build_server(get=get, health_servicer=health_servicer)
+        port = server.add_insecure_port(str(config.listen))
+        await server.start()
+        log.info(
+            "serving",
+            grpc=f"{config.listen.host}:{port}",
+            admin=f"{config.admin.host}:{admin.port}",
+            cluster=config.cluster_name,
+        )
+
+        watches = asyncio.create_task(local.run(), name="local cluster watches")
+
+        async def mark_serving() -> None:
+            await local.wait_synced()
+            for service in ("", SERVICE_NAME):
+                await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+        serving = asyncio.create_task(mark_serving(), name="health serving")
+        stopped = asyncio.create_task(stop.wait(), name="stop signal")
+        done, _ = await asyncio.wait({stopped, watches}, return_when=asyncio.FIRST_COMPLETED)
+        if watches in done and not stopped.done():
+            log.error("watches_ended_unexpectedly", error=repr(watches.exception()))
+
+        log.info("shutting_down", grace_s=config.shutdown_grace_s)
+        await health_servicer.enter_graceful_shutdown()
+        broadcasts.close_all()
+        await server.stop(config.shutdown_grace_s)
+        for task in (watches, serving, stopped):
+            task.cancel()
+        await asyncio.gather(watches, serving, stopped, return_exceptions=True)
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,58 @@
+"""grpc.aio wiring: the Destination service, gRPC health and server reflection.
+
+The Destination methods are registered as generic handlers with no response
+serializer, so a handler yields the bytes its view encoded once and gRPC writes
+them as they are. Reflection reads the descriptors our `_proto` import put in
+the default pool, so `grpcurl list/describe` and calls work without protos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ._proto import destination_pb2 as pb
+from .get import GetHandler
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Destination"].full_name
+
+# Keepalive: notice dead proxies within about a minute, and let idle proxies
+# keep their stream without being punished for pings.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+async def _get_profile_unimplemented(
+    request: pb.GetDestination, context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetProfile is not implemented yet")
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def build_server(*, get: GetHandler, health_servicer: health.aio.HealthServicer) -> grpc.aio.Server:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    handlers = {
+        "Get": grpc.unary_stream_rpc_method_handler(
+            get.stream,
+            request_deserializer=pb.GetDestination.FromString,
+            response_serializer=None,
+        ),
+        "GetProfile": grpc.unary_stream_rpc_method_handler(
+            _get_profile_unimplemented,
+            request_deserializer=pb.GetDestination.FromString,
+            response_serializer=None,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server

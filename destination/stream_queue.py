@@ -1,0 +1,124 @@
+"""A bounded queue per stream that never blocks the publisher.
+
+`offer()` is O(1) and synchronous: the broadcast calls it for every stream of
+a view from inside the event's fan-out. A stream that falls `capacity` items
+behind is not dropped (Linkerd ends it): its queue is cleared and marked
+*lagging*. When the stream's writer is next free it asks for one catch-up
+diff from the snapshot it last delivered to the view's latest snapshot, so a
+slow proxy converges to the current state without a backlog. Snapshots are
+immutable and shared, so remembering "what this stream last saw" costs one
+reference.
+
+A stream that stays lagging past a deadline (its client is not reading, so
+gRPC's write is blocked on flow control) is ended by `on_stuck`; the proxy
+reconnects and starts from a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from discovery.topics import AddressSnapshot
+
+CatchUp = Callable[[AddressSnapshot, AddressSnapshot], tuple[bytes, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    payloads: tuple[bytes, ...]
+    snapshot: AddressSnapshot  # the view's state once these payloads are applied
+
+
+class StreamClosed(Exception):
+    """The stream was closed by the server (shutdown, or its source went away)."""
+
+
+class StreamQueue:
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        delivered: AddressSnapshot,
+        catch_up: CatchUp,
+        stuck_deadline_s: float,
+        on_overflow: Callable[[], None],
+        on_stuck: Callable[[], None],
+    ) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self._capacity = capacity
+        self._items: deque[QueueItem] = deque()
+        self._delivered = delivered
+        self._latest: AddressSnapshot | None = None  # set while lagging
+        self._catch_up = catch_up
+        self._stuck_deadline_s = stuck_deadline_s
+        self._on_overflow = on_overflow
+        self._on_stuck = on_stuck
+        self._stuck_timer: asyncio.TimerHandle | None = None
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.overflows = 0
+
+    @property
+    def lagging(self) -> bool:
+        return self._latest is not None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: QueueItem) -> None:
+        """Enqueue without blocking; on overflow switch to catch-up mode."""
+        if self._closed:
+            return
+        if self._latest is not None:
+            self._latest = item.snapshot
+        elif len(self._items) >= self._capacity:
+            self._items.clear()
+            self._latest = item.snapshot
+            self.overflows += 1
+            self._on_overflow()
+            self._stuck_timer = asyncio.get_running_loop().call_later(
+                self._stuck_deadline_s, self._check_stuck
+            )
+        else:
+            self._items.append(item)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """End the stream after what is already queued has been written."""
+        self._closed = True
+        self._cancel_stuck_timer()
+        self._wakeup.set()
+
+    async def next(self) -> tuple[bytes, ...]:
+        """Payloads to write next; raises StreamClosed once closed and drained."""
+        while True:
+            if self._items:
+                item = self._items.popleft()
+                self._delivered = item.snapshot
+                return item.payloads
+            if self._latest is not None:
+                latest, self._latest = self._latest, None
+                self._cancel_stuck_timer()
+                payloads = self._catch_up(self._delivered, latest)
+                self._delivered = latest
+                if payloads:
+                    return payloads
+                continue
+            if self._closed:
+                raise StreamClosed()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _check_stuck(self) -> None:
+        self._stuck_timer = None
+        if self._latest is not None and not self._closed:
+            self._on_stuck()
+
+    def _cancel_stuck_timer(self) -> None:
+        if self._stuck_timer is not None:
+            self._stuck_timer.cancel()
+            self._stuck_timer = None
