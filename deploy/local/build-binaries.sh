@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned upstream binaries the local test clusters run: etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok,
+# plus grpcurl, the operators' gRPC client the tests check us against.
 #
 # Each is built with the Go toolchain from the Go module proxy (wrapper modules
 # with committed go.mod/go.sum in deploy/local/gomod/), once, into a cache
@@ -9,9 +10,10 @@
 #   $MCD_CACHE_DIR/bin/kubernetes-<version>/{kube-apiserver,...}
 #   $MCD_CACHE_DIR/bin/etcd-<version>/etcd
 #   $MCD_CACHE_DIR/bin/kwok-<version>/kwok
+#   $MCD_CACHE_DIR/bin/grpcurl-<version>/grpcurl
 #
 # MCD_CACHE_DIR defaults to ${XDG_CACHE_HOME:-~/.cache}/multicluster-destination.
-# A second run finds the binaries and returns at once. Prints the three
+# A second run finds the binaries and returns at once. Prints the
 # directories on stdout, one line each as NAME=DIR, for scripts to read.
 #
 # Usage: deploy/local/build-binaries.sh [--quiet]
@@ -72,9 +74,11 @@ done
 etcd_dir="$cache/bin/etcd-$ETCD_VERSION"
 kube_dir="$cache/bin/kubernetes-$KUBERNETES_VERSION"
 kwok_dir="$cache/bin/kwok-$KWOK_VERSION"
+grpcurl_dir="$cache/bin/grpcurl-$GRPCURL_VERSION"
 
 build_into etcd "$etcd_dir" "$here/gomod/etcd" "-s -w" .
 build_into kwok "$kwok_dir" "$here/gomod/kwok" "-s -w" sigs.k8s.io/kwok/cmd/kwok
+build_into grpcurl "$grpcurl_dir" "$here/gomod/grpcurl" "-s -w" github.com/fullstorydev/grpcurl/cmd/grpcurl
 build_into kubernetes "$kube_dir" "$here/gomod/kubernetes" "$k8s_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -84,3 +88,4 @@ build_into kubernetes "$kube_dir" "$here/gomod/kubernetes" "$k8s_ldflags" \
 echo "ETCD_DIR=$etcd_dir"
 echo "KUBERNETES_DIR=$kube_dir"
 echo "KWOK_DIR=$kwok_dir"
+echo "GRPCURL_DIR=$grpcurl_dir"

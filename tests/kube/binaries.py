@@ -51,6 +51,7 @@ class Binaries:
     kube_scheduler: Path
     kubectl: Path
     kwok: Path
+    grpcurl: Path
 
     @classmethod
     def locate(cls) -> Binaries:
@@ -65,6 +66,7 @@ class Binaries:
             kube_scheduler=kube / "kube-scheduler",
             kubectl=kube / "kubectl",
             kwok=bin_dir / f"kwok-{versions['KWOK_VERSION']}" / "kwok",
+            grpcurl=bin_dir / f"grpcurl-{versions['GRPCURL_VERSION']}" / "grpcurl",
         )
         missing = [
             str(path)
