@@ -56,6 +56,7 @@ from typing import Any, TypeAlias
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from destination import endpoints_cli
 from destination.config import (
     ConfigError,
     ServerConfig,
@@ -252,11 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     register_serve,
-    # `endpoints` goes here: destination/endpoints_cli.py defines
-    # `register(subparsers: Subparsers) -> None`, which adds its parser and sets
-    # `handler` (a SubcommandHandler); add `endpoints_cli.register` to this tuple.
-    # Keep that module's heavy imports (grpc, kubernetes) inside its handler, as
-    # `serve` does with destination.app, so `--help` stays fast.
+    endpoints_cli.register,
 )
 
 
