@@ -121,7 +121,7 @@ def project_service(raw: Raw) -> ServiceInfo | Invalid:
             federated_remote=annotations.get(REMOTE_DISCOVERY),
             federated_local=annotations.get(LOCAL_DISCOVERY),
         )
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return Invalid(Kind.SERVICE, str(object_key(raw)), f"malformed Service: {err!r}")
 
 
@@ -198,21 +198,28 @@ def project_slice(raw: Raw) -> SliceInfo | Invalid:
             remote_fq_name=annotations.get(REMOTE_SVC_FQ_NAME) or None,
             mirror_cluster=labels.get(MIRROR_CLUSTER_LABEL) or None,
         )
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return Invalid(Kind.ENDPOINT_SLICE, str(object_key(raw)), f"malformed slice: {err!r}")
 
 
 def parse_listen_port(value: str | None) -> int | None:
-    """Port of an `ip:port` or `[ipv6]:port` listen address; None if unparsable."""
+    """Port of an `ip:port` or `[ipv6]:port` listen address; None if unparsable.
+
+    As Go's `netip.ParseAddrPort`: brackets exactly around an IPv6 host, and
+    an ASCII decimal port.
+    """
     if not value:
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         return None
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
     try:
-        ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host)
     except ValueError:
+        return None
+    if (ip.version == 6) != bracketed:
         return None
     number = int(port)
     return number if 0 < number <= 65535 else None
@@ -277,7 +284,7 @@ def project_pod(raw: Raw, *, on_warning: Callable[[str], None] | None = None) ->
             labels=tuple(sorted(labels.items())),
             resource_version=str(meta.get("resourceVersion") or ""),
         )
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return Invalid(Kind.POD, str(object_key(raw)), f"malformed Pod: {err!r}")
 
 
@@ -287,7 +294,7 @@ def project_node(raw: Raw) -> NodeInfo | Invalid:
         return NodeInfo(
             name=str(meta["name"]), zone=_strings(meta.get("labels")).get(ZONE_LABEL, "")
         )
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return Invalid(Kind.NODE, str(object_key(raw)), f"malformed Node: {err!r}")
 
 
@@ -295,7 +302,7 @@ def project_workload_owner(raw: Raw, kind: Kind) -> WorkloadOwner | Invalid:
     try:
         meta = _meta(raw)
         return WorkloadOwner(kind=kind, ref=_ref(raw), owner=_single_owner(meta))
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return Invalid(kind, str(object_key(raw)), f"malformed {kind.value}: {err!r}")
 
 

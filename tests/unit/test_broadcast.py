@@ -1,0 +1,358 @@
+"""Unit tests for destination.broadcast: one encode per view change, fanned out.
+
+Scope: `Broadcasts` on a real `ClusterCache` (its reflectors never run; the
+index and topics are fed raw objects in memory). A change is encoded once
+whatever the number of streams and every queue gets the same bytes; a new
+stream's initial payload is encoded once per snapshot version and shared;
+streams of one view share a broadcast, other views and ports do not; the
+last stream closing unsubscribes from topics; one slow stream overflowing
+catches up alone without touching the others; metrics; `close_all`; and the
+stuck-stream callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import destination.broadcast as broadcast_module
+from destination import encode
+from destination._proto import destination_pb2 as pb
+from destination.broadcast import Broadcast, Broadcasts
+from destination.encode import EncodeContext, MeshSettings
+from destination.metrics import DestinationMetrics
+from destination.stream_queue import StreamClosed, StreamQueue
+from discovery.cluster import ClusterCache
+from discovery.metrics import DiscoveryMetrics
+from discovery.models import ClusterName, Kind, ObjectRef, ServiceRef
+from discovery.ports import PortSet
+from discovery.topics import ViewKey
+from tests.unit import builders as b
+
+WEB = ServiceRef(b.NS, "web")
+EVERYONE = ViewKey()
+MESH = MeshSettings(
+    controller_namespace=b.CNS,
+    trust_domain="cluster.local",
+    enable_h2_upgrade=True,
+    force_opaque_transport=False,
+)
+DEADLINE_S = 0.05
+
+
+class Env:
+    """A cluster cache fed in memory, and the broadcasts of one server."""
+
+    def __init__(self, *, capacity: int = 8) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = DestinationMetrics(self.registry)
+        self.cache = ClusterCache(
+            name=ClusterName("east"),
+            api=None,  # type: ignore[arg-type]  # its reflectors never run
+            metrics=DiscoveryMetrics(CollectorRegistry()),
+            default_opaque_ports=PortSet.EMPTY,
+            enable_ipv6=True,
+        )
+        self.broadcasts = Broadcasts(
+            queue_capacity=capacity, stuck_deadline_s=DEADLINE_S, metrics=self.metrics
+        )
+        self.contexts_built = 0
+        self.stuck: list[str] = []
+
+    def apply(self, *raws: dict[str, Any], kind: Kind | None = None) -> None:
+        for raw in raws:
+            self.cache.topics.refresh(self.cache.index.upsert(b.projected(raw, kind)))
+
+    def delete(self, kind: Kind, name: str) -> None:
+        self.cache.topics.refresh(self.cache.index.delete(kind, ObjectRef(b.NS, name)))
+
+    def context(self, port: int) -> Callable[[], EncodeContext]:
+        def build() -> EncodeContext:
+            self.contexts_built += 1
+            return EncodeContext(
+                mesh=MESH, requested_port=port, subscriber_zone="", trust_domain="cluster.local"
+            )
+
+        return build
+
+    def open(
+        self, port: int = 80, view: ViewKey = EVERYONE, name: str = "stream"
+    ) -> tuple[Broadcast, StreamQueue, tuple[bytes, ...]]:
+        return self.broadcasts.open_stream(
+            cache=self.cache,
+            service=WEB,
+            port=port,
+            view=view,
+            context=self.context(port),
+            on_stuck=lambda: self.stuck.append(name),
+        )
+
+    def sample(self, name: str) -> float:
+        value = self.registry.get_sample_value(name)
+        return 0.0 if value is None else value
+
+
+def web_pods(count: int) -> list[dict[str, Any]]:
+    return [b.pod(f"web-{i}", ip=f"10.0.0.{i}", meshed=True) for i in range(1, count + 1)]
+
+
+def web_slice(*numbers: int) -> dict[str, Any]:
+    return b.endpoint_slice(endpoints=[b.endpoint(f"10.0.0.{n}", pod=f"web-{n}") for n in numbers])
+
+
+def populated(**kwargs: Any) -> Env:
+    """web (http 80 -> 8080) with pods web-1..web-9, web-1 and web-2 in the slice."""
+    env = Env(**kwargs)
+    env.apply(b.service(), *web_pods(9), web_slice(1, 2))
+    return env
+
+
+def decode(payloads: tuple[bytes, ...]) -> list[tuple[str, list[str]]]:
+    """Each Update as (kind, sorted ip:port)."""
+    result = []
+    for payload in payloads:
+        update = pb.Update.FromString(payload)
+        kind = update.WhichOneof("update")
+        addrs = [a.addr for a in update.add.addrs] if kind == "add" else list(update.remove.addrs)
+        result.append((kind or "", sorted(_text(a) for a in addrs)))
+    return result
+
+
+def _text(address: Any) -> str:
+    ip = address.ip.ipv4
+    return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}:{address.port}"
+
+
+async def take(queue: StreamQueue) -> tuple[bytes, ...]:
+    return await asyncio.wait_for(queue.next(), timeout=1.0)
+
+
+# --------------------------------------------------------------------------
+# encode once, share the bytes
+
+
+async def test_a_change_is_encoded_once_and_every_queue_gets_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[object] = []
+    real = encode.encode_diff
+
+    def counting(*args: Any) -> tuple[bytes, ...]:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(broadcast_module, "encode_diff", counting)
+    env = populated()
+    queues = [env.open()[1] for _ in range(5)]
+    env.apply(web_slice(1, 2, 3))
+    assert len(calls) == 1
+    received = [await take(q) for q in queues]
+    assert all(r is received[0] for r in received)
+    assert decode(received[0]) == [("add", ["10.0.0.3:8080"])]
+
+
+async def test_initial_payloads_are_encoded_once_per_snapshot_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[object] = []
+    real = encode.encode_initial
+
+    def counting(*args: Any) -> tuple[bytes, ...]:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(broadcast_module, "encode_initial", counting)
+    env = populated()
+    first = env.open()[2]
+    second = env.open()[2]
+    assert len(calls) == 1
+    assert first is second
+    assert first[0] is second[0]
+    assert decode(first) == [("add", ["10.0.0.1:8080", "10.0.0.2:8080"])]
+
+    env.apply(web_slice(1, 2, 3))
+    third = env.open()[2]
+    fourth = env.open()[2]
+    assert len(calls) == 2
+    assert third is fourth
+    assert decode(third) == [("add", ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"])]
+
+
+async def test_an_empty_view_has_no_initial_payload() -> None:
+    env = Env()
+    env.apply(b.service())
+    assert env.open()[2] == ()
+
+
+async def test_the_broadcast_follows_the_view_snapshot() -> None:
+    env = populated()
+    broadcast, queue, _ = env.open()
+    env.apply(web_slice(2))
+    (item_payloads,) = decode(await take(queue))
+    assert item_payloads == ("remove", ["10.0.0.1:8080"])
+    assert list(broadcast.snapshot.addresses) == [("10.0.0.2", 8080)]
+
+
+async def test_an_unchanged_event_offers_nothing() -> None:
+    env = populated()
+    _, queue, _ = env.open()
+    env.apply(b.service(), web_slice(1, 2))
+    assert len(queue) == 0
+
+
+# --------------------------------------------------------------------------
+# sharing and lifecycle
+
+
+async def test_streams_of_one_view_share_a_broadcast_and_build_its_context_once() -> None:
+    env = populated()
+    first = env.open()[0]
+    second = env.open()[0]
+    assert first is second
+    assert len(first.queues) == 2
+    assert len(env.broadcasts) == 1
+    assert env.contexts_built == 1
+    assert env.cache.topics.views() == 1
+
+
+@pytest.mark.parametrize(
+    ("port", "view"),
+    [
+        pytest.param(81, EVERYONE, id="other-port"),
+        pytest.param(80, ViewKey(hostname="web-1"), id="other-hostname"),
+        pytest.param(80, ViewKey(node_name="node-b"), id="other-node"),
+        pytest.param(80, ViewKey(filtering=False), id="other-filtering"),
+    ],
+)
+async def test_other_views_get_their_own_broadcast(port: int, view: ViewKey) -> None:
+    env = populated()
+    first = env.open()[0]
+    other = env.open(port, view)[0]
+    assert other is not first
+    assert len(env.broadcasts) == 2
+    assert env.contexts_built == 2
+
+
+async def test_the_last_stream_closing_unsubscribes_from_topics() -> None:
+    env = populated()
+    broadcast, first, _ = env.open()
+    _, second, _ = env.open()
+    env.broadcasts.close_stream(broadcast, first)
+    assert env.cache.topics.views() == 1
+    assert len(env.broadcasts) == 1
+    env.broadcasts.close_stream(broadcast, second)
+    assert env.cache.topics.views() == 0
+    assert env.cache.topics.subscribed_services() == 0
+    assert len(env.broadcasts) == 0
+    env.broadcasts.close_stream(broadcast, second)  # twice is harmless
+    env.apply(web_slice(1))
+    assert len(first) == len(second) == 0
+
+
+async def test_a_stream_opened_after_the_last_closed_starts_from_the_current_state() -> None:
+    env = populated()
+    old, queue, _ = env.open()
+    env.broadcasts.close_stream(old, queue)
+    env.apply(web_slice(3))
+    new, _, initial = env.open()
+    assert new is not old
+    assert decode(initial) == [("add", ["10.0.0.3:8080"])]
+
+
+async def test_closing_a_stale_broadcast_does_not_drop_its_replacement() -> None:
+    env = populated()
+    old, old_queue, _ = env.open()
+    env.broadcasts.close_stream(old, old_queue)
+    new, new_queue, _ = env.open()
+    env.broadcasts.close_stream(old, old_queue)
+    assert len(env.broadcasts) == 1
+    env.apply(web_slice(1))
+    assert len(new_queue) == 1
+    assert new.subscription is not None
+
+
+# --------------------------------------------------------------------------
+# slow streams, metrics, shutdown
+
+
+async def test_one_slow_queue_overflowing_does_not_affect_the_others() -> None:
+    env = populated(capacity=2)
+    broadcast, fast, _ = env.open(name="fast")
+    _, slow, _ = env.open(name="slow")
+    steps = [(1, 2, 3), (1, 2, 3, 4), (2, 3, 4), (2, 3, 4, 5), (3, 4, 5)]
+    seen = []
+    for numbers in steps:
+        env.apply(web_slice(*numbers))
+        seen.append(decode(await take(fast)))
+    assert seen == [
+        [("add", ["10.0.0.3:8080"])],
+        [("add", ["10.0.0.4:8080"])],
+        [("remove", ["10.0.0.1:8080"])],
+        [("add", ["10.0.0.5:8080"])],
+        [("remove", ["10.0.0.2:8080"])],
+    ]
+    assert not fast.lagging
+    assert slow.lagging
+    assert (fast.overflows, slow.overflows) == (0, 1)
+    assert env.sample("destination_stream_queue_overflows_total") == 1
+    # The slow stream gets one diff from what it was given first to the latest state.
+    assert decode(await take(slow)) == [
+        ("add", ["10.0.0.3:8080", "10.0.0.4:8080", "10.0.0.5:8080"]),
+        ("remove", ["10.0.0.1:8080", "10.0.0.2:8080"]),
+    ]
+    assert broadcast.snapshot.addresses.keys() == {
+        ("10.0.0.3", 8080),
+        ("10.0.0.4", 8080),
+        ("10.0.0.5", 8080),
+    }
+
+
+async def test_a_stream_joining_later_catches_up_from_its_own_initial_state() -> None:
+    env = populated(capacity=1)
+    env.open(name="early")
+    env.apply(web_slice(1, 2, 3))
+    _, late, initial = env.open(name="late")
+    assert decode(initial) == [("add", ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"])]
+    env.apply(web_slice(1, 2, 3, 4))
+    env.apply(web_slice(2, 3, 4))
+    assert late.lagging
+    assert decode(await take(late)) == [
+        ("add", ["10.0.0.4:8080"]),
+        ("remove", ["10.0.0.1:8080"]),
+    ]
+
+
+async def test_a_stuck_stream_alone_is_reported() -> None:
+    env = populated(capacity=1)
+    _, fast, _ = env.open(name="fast")
+    _, slow, _ = env.open(name="slow")
+    for numbers in [(1, 2, 3), (1, 2, 3, 4), (1, 2, 3, 4, 5)]:
+        env.apply(web_slice(*numbers))
+        await take(fast)
+    await asyncio.sleep(DEADLINE_S * 2)
+    assert env.stuck == ["slow"]
+    assert slow.lagging
+
+
+async def test_updates_sent_counts_payloads_times_queues() -> None:
+    env = populated()
+    for _ in range(3):
+        env.open()
+    env.apply(web_slice(2, 3))  # one add and one remove
+    assert env.sample("destination_updates_sent_total") == 2 * 3
+
+
+async def test_close_all_lets_every_stream_drain_then_end() -> None:
+    env = populated()
+    _, first, _ = env.open()
+    _, second, _ = env.open(view=ViewKey(hostname="web-1"))
+    env.apply(web_slice(1, 2, 3))
+    env.broadcasts.close_all()
+    assert decode(await take(first)) == [("add", ["10.0.0.3:8080"])]
+    for queue in (first, second):
+        with pytest.raises(StreamClosed):
+            await take(queue)
