@@ -46,6 +46,11 @@ class Broadcast:
     def on_change(self, diff: AddressDiff, snapshot: AddressSnapshot) -> None:
         payloads = encode_diff(diff, self.context)
         self.snapshot = snapshot
+        if not payloads:
+            # Everything changed was unaddressable (e.g. a meshed pod without
+            # proxy ports). Streams catch up from their own snapshot later, so
+            # skipping costs nothing and saves queue capacity.
+            return
         item = QueueItem(payloads=payloads, snapshot=snapshot)
         for queue in self.queues:
             queue.offer(item)

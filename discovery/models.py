@@ -142,10 +142,12 @@ class ContainerPort:
 @dataclass(frozen=True, slots=True)
 class PodInfo:
     ref: ObjectRef
-    ips: tuple[str, ...]
+    # Read by indexes and filters, never sent to a proxy: excluded from equality
+    # so that a pod's status churn does not re-send its addresses.
+    ips: tuple[str, ...] = field(compare=False)
     node_name: str
-    phase: str
-    terminating: bool
+    phase: str = field(compare=False)
+    terminating: bool = field(compare=False)
     service_account: str
     owner: OwnerRef | None  # the single ownerReference; None with zero or several
     control_plane_ns: str  # "" when not meshed
@@ -153,8 +155,9 @@ class PodInfo:
     opaque_ports: PortSet | None  # resolved annotation; None when absent (defaults apply)
     skip_inbound_ports: PortSet
     proxy: ProxyPorts | None  # None: no linkerd-proxy container
-    container_ports: tuple[ContainerPort, ...]
-    labels: tuple[tuple[str, str], ...]
+    # Inputs of opacity (Servers), whose result is compared as Address.opaque.
+    container_ports: tuple[ContainerPort, ...] = field(compare=False)
+    labels: tuple[tuple[str, str], ...] = field(compare=False)
     resource_version: str = field(default="", compare=False)
 
     @property

@@ -349,6 +349,12 @@ class Topics:
             addresses=MappingProxyType(selected), labels=MappingProxyType(dict(labels))
         )
         diff = diff_snapshots(old, new)
+        if labels != old.labels and old.addresses:
+            # Set-level labels travel with each Add: re-send the whole set so
+            # proxies (and streams joining later) see the new ones.
+            diff = AddressDiff(
+                added=tuple(selected.values()), removed=diff.removed, labels=new.labels
+            )
         view.snapshot = new
         if not diff:
             return

@@ -433,7 +433,9 @@ class LocalCluster:
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
-                f"--cidr={self.spec.pod_cidr}",
+                # kwok hands out addresses from the one it is given: start at
+                # the first host, not the network address.
+                f"--cidr={self.spec.pod_cidr.replace('.0/', '.1/')}",
                 "--node-ip=127.0.0.1",
                 "--node-lease-duration-seconds=40",
             ],
