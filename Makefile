@@ -47,5 +47,6 @@ integration: setup binaries
 clusters: setup binaries
 	$(PY) -m tests.kube up east west
 
-## demo: the README's main command
-demo: clusters
+## demo: the README's main command: clusters, a demo workload, the server, a live endpoints view
+demo: setup binaries
+	deploy/local/demo.sh
