@@ -44,14 +44,14 @@ class Server:
 async def running_server(kube: Kube, **settings: object) -> AsyncIterator[Server]:
     """`destination serve` in this event loop against `kube`, until the block exits."""
     grpc_port, admin_port = _free_port(), _free_port()
-    config = ServerConfig(
-        listen_address=f"127.0.0.1:{grpc_port}",
-        admin_address=f"127.0.0.1:{admin_port}",
-        kubeconfig=str(kube.cluster.kubeconfig),
-        cluster_name=kube.cluster.name,
-        log_format="console",
-        **settings,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "listen_address": f"127.0.0.1:{grpc_port}",
+        "admin_address": f"127.0.0.1:{admin_port}",
+        "kubeconfig": str(kube.cluster.kubeconfig),
+        "cluster_name": kube.cluster.name,
+        "log_format": "console",
+    }
+    config = ServerConfig(**(values | settings))  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(run(config, stop=stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
