@@ -8,11 +8,13 @@ cluster is the session's `east`.
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.integration.destination_client import Server, open_stream, values
+from tests.integration.destination_client import Server, open_stream, running_server, values
 from tests.kube.workloads import Kube, eventually
 
 pytestmark = pytest.mark.integration
@@ -100,3 +102,14 @@ async def test_reflection_lists_the_destination_and_health_services(server: Serv
         names = {s.name for s in response.list_services_response.service}
         break
     assert {"io.linkerd.proxy.destination.Destination", "grpc.health.v1.Health"} <= names
+
+
+async def test_server_shutdown_ends_open_streams_with_ok(east: Kube, namespace: str) -> None:
+    ips = await east.deploy_service(namespace, "web", replicas=1)
+    async with running_server(east, shutdown_grace_s=2.0) as own:
+        stream = open_stream(own, f"web.{namespace}.svc.cluster.local:80")
+        await eventually(lambda: values(stream.ips()), lambda got: got == ips, what="1 endpoint")
+    assert stream.task is not None
+    async with asyncio.timeout(10):
+        await stream.task  # raises if the stream ended with any status but OK
+    assert await stream.call.code() == grpc.StatusCode.OK

@@ -736,6 +736,41 @@ def test_deleting_the_service_removes_everything_and_recreating_adds_it_back() -
     assert len(sink.calls) == 2
 
 
+def test_a_pod_whose_ip_changes_is_removed_at_its_old_address() -> None:
+    """Linkerd keys by pod and leaves the old IP behind (quirk §5.5); we do not."""
+    world = two_pod_world()
+    sink, _ = world.subscribe()
+    world.apply(
+        b.pod("web-2", ip="10.0.0.9"),
+        b.endpoint_slice(
+            endpoints=[b.endpoint("10.0.0.1", pod="web-1"), b.endpoint("10.0.0.9", pod="web-2")]
+        ),
+    )
+    added = [a for diff, _ in sink.calls for a in diff.added]
+    removed = [a for diff, _ in sink.calls for a in diff.removed]
+    assert endpoints(added) == ["10.0.0.9:8080"]
+    assert endpoints(removed) == ["10.0.0.2:8080"]
+
+
+def test_a_slice_deleted_after_its_pods_still_removes_every_address() -> None:
+    """Removal never depends on looking up pods that are already gone (quirk 18)."""
+    world = two_pod_world()
+    world.apply(
+        b.endpoint_slice("web-other", endpoints=[b.endpoint("10.0.0.3", pod="web-3")]),
+        b.pod("web-3", ip="10.0.0.3"),
+    )
+    sink, subscription = world.subscribe()
+    assert endpoints(subscription.initial.addresses) == [
+        "10.0.0.1:8080",
+        "10.0.0.2:8080",
+        "10.0.0.3:8080",
+    ]
+    world.delete(Kind.POD, "web-1")
+    world.delete(Kind.POD, "web-2")
+    world.delete(Kind.ENDPOINT_SLICE, "web-abc")
+    assert endpoints(sink.calls[-1][1].addresses) == ["10.0.0.3:8080"]
+
+
 def test_deleting_every_slice_removes_everything() -> None:
     world = two_pod_world()
     sink, _ = world.subscribe()
