@@ -51,6 +51,7 @@ class GetHandler:
         self._cluster_domain = cluster_domain
         self._metrics = metrics
         self._sync_timeout_s = sync_timeout_s
+        self._stuck_aborts: set[asyncio.Future[None]] = set()
 
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
@@ -114,15 +115,13 @@ class GetHandler:
             )
 
         view = ViewKey(hostname=target.service.hostname, node_name=token.node_name, filtering=True)
-        task = asyncio.current_task()
-        assert task is not None
         broadcast, queue, initial = self._broadcasts.open_stream(
             cache=self._local,
             service=service,
             port=target.port,
             view=view,
             context=self._context(target.port, token.node_name),
-            on_stuck=self._ender(task, stream_log),
+            on_stuck=self._ender(context, stream_log),
         )
         active = self._metrics.active_streams.labels("Get", "local")
         active.inc()
@@ -154,14 +153,30 @@ class GetHandler:
         return build
 
     def _ender(
-        self, task: asyncio.Task[object], stream_log: structlog.typing.FilteringBoundLogger
+        self,
+        context: grpc.aio.ServicerContext,
+        stream_log: structlog.typing.FilteringBoundLogger,
     ) -> Callable[[], None]:
         def end_stuck_stream() -> None:
             self._metrics.stuck_streams.inc()
             stream_log.warning("stream_stuck_ended")
-            task.cancel()
+            # The handler is blocked in a write the client does not read; abort
+            # from beside it so that gRPC sends a status and the proxy reconnects.
+            abort = asyncio.ensure_future(
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "stream stalled: the client did not read updates; reconnect",
+                )
+            )
+            self._stuck_aborts.add(abort)
+            abort.add_done_callback(self._forget_abort)
 
         return end_stuck_stream
+
+    def _forget_abort(self, abort: asyncio.Future[None]) -> None:
+        self._stuck_aborts.discard(abort)
+        if not abort.cancelled():
+            abort.exception()  # AbortError is how abort() ends; nothing to report
 
     async def _abort(
         self,

@@ -53,7 +53,7 @@ class ClusterCache:
         )
         self._metrics = metrics
         self.reflectors = [
-            Reflector(cluster=name, kind=kind, api=api, on_event=self._apply, metrics=metrics)
+            Reflector(cluster=name, kind=kind, api=api, on_event=self.apply, metrics=metrics)
             for kind in kinds
         ]
         self._synced = asyncio.Event()
@@ -70,9 +70,10 @@ class ClusterCache:
         async with asyncio.TaskGroup() as group:
             for reflector in self.reflectors:
                 group.create_task(reflector.run(), name=f"reflector {self.name}/{reflector.kind}")
-            group.create_task(self._mark_synced(), name=f"sync {self.name}")
+            group.create_task(self.track_sync(), name=f"sync {self.name}")
 
-    async def _mark_synced(self) -> None:
+    async def track_sync(self) -> None:
+        """Mark the cluster synced once every reflector has listed (run() runs it)."""
         started = time.perf_counter()
         await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
         self._synced.set()
@@ -84,7 +85,8 @@ class ClusterCache:
             objects={k.value: n for k, n in self.index.sizes().items()},
         )
 
-    def _apply(self, event: ReflectorEvent, received: float) -> None:
+    def apply(self, event: ReflectorEvent, received: float) -> None:
+        """Apply one event from a reflector (or from a test feeding events itself)."""
         affected: set[ServiceRef]
         if isinstance(event, Listed):
             affected = self.index.replace(event.kind, event.records)
@@ -92,9 +94,9 @@ class ClusterCache:
             affected = self.index.delete(event.kind, event.ref)
         else:
             affected = self.index.upsert(event.record)
-        if affected:
-            self.topics.refresh(affected)
-        self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - received)
+        if affected and self.topics.refresh(affected):
+            # Only events that reached subscribers: the fan-out share that is ours.
+            self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - received)
         self._metrics.cache_size.labels(self.name, event.kind.value).set(
             self.index.sizes()[event.kind]
         )

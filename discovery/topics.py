@@ -317,8 +317,9 @@ class Topics:
                 if not ports:
                     del self._topics[service]
 
-    def refresh(self, services: Iterable[ServiceRef]) -> None:
-        """Recompute the subscribed ports of `services` and notify changed views."""
+    def refresh(self, services: Iterable[ServiceRef]) -> int:
+        """Recompute the subscribed ports of `services`; returns how many views changed."""
+        changed = 0
         for service in services:
             ports = self._topics.get(service)
             if not ports:
@@ -326,7 +327,8 @@ class Topics:
             for topic in list(ports.values()):
                 self._rebuild(service, topic)
                 for view in list(topic.views.values()):
-                    self._refresh_view(service, topic, view)
+                    changed += self._refresh_view(service, topic, view)
+        return changed
 
     def _rebuild(self, service: ServiceRef, topic: PortTopic) -> None:
         full, labels = build_addresses(
@@ -334,7 +336,7 @@ class Topics:
         )
         topic.full, topic.labels = full, labels
 
-    def _refresh_view(self, service: ServiceRef, topic: PortTopic, view: View) -> None:
+    def _refresh_view(self, service: ServiceRef, topic: PortTopic, view: View) -> bool:
         selected = filter_addresses(
             topic.full,
             context=view.context,
@@ -344,7 +346,7 @@ class Topics:
         labels = topic.labels or view.snapshot.labels
         old = view.snapshot
         if selected == old.addresses and labels == old.labels:
-            return
+            return False
         new = AddressSnapshot(
             addresses=MappingProxyType(selected), labels=MappingProxyType(dict(labels))
         )
@@ -357,6 +359,7 @@ class Topics:
             )
         view.snapshot = new
         if not diff:
-            return
+            return False
         for sink in list(view.sinks.values()):
             sink.on_change(diff, new)
+        return True

@@ -92,13 +92,17 @@ class Stream:
     async def consume(self) -> None:
         async for update in self.call:
             self.updates.append(update)
-            if update.HasField("add"):
-                self.labels = dict(update.add.metric_labels)
-                for addr in update.add.addrs:
-                    self.addresses[_key(addr.addr)] = addr
-            elif update.HasField("remove"):
-                for tcp in update.remove.addrs:
-                    self.addresses.pop(_key(tcp), None)
+            self.apply(update)
+
+    def apply(self, update: pb.Update) -> None:
+        """Apply one update as a proxy does: Adds replace by ip:port, Removes delete."""
+        if update.HasField("add"):
+            self.labels = dict(update.add.metric_labels)
+            for addr in update.add.addrs:
+                self.addresses[_key(addr.addr)] = addr
+        elif update.HasField("remove"):
+            for tcp in update.remove.addrs:
+                self.addresses.pop(_key(tcp), None)
 
     def ips(self) -> list[str]:
         return sorted(key.rsplit(":", 1)[0] for key in self.addresses)
