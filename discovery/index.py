@@ -91,11 +91,17 @@ class ClusterIndex:
             self._add_slice(record)
             return affected | {record.service}
         if isinstance(record, PodInfo):
+            old = self.pods.get(record.ref)
             self._forget_pod_owner(record.ref)
             self.pods[record.ref] = record
             if record.owner is not None:
                 key = (record.ref.namespace, record.owner.kind, record.owner.name)
                 self._pods_by_owner[key].add(record.ref)
+            if old == record:
+                # Status churn (phase, conditions, IPs): nothing translation reads
+                # changed. During a rollout this is most pod events, and skipping
+                # them keeps a burst from rebuilding every address set per event.
+                return set()
             return set(self._services_by_pod.get(record.ref, ()))
         if isinstance(record, NodeInfo):
             self.nodes[record.name] = record

@@ -120,7 +120,7 @@ def test_a_pod_arriving_before_its_slice_is_found_once_the_slice_points_at_it(
 ) -> None:
     assert upsert(index, b.pod("web-1")) == set()
     upsert(index, slice_for("web", "web-a", "web-1"))
-    assert upsert(index, b.pod("web-1", labels={"v": "2"})) == {WEB}
+    assert upsert(index, b.pod("web-1", meshed=True)) == {WEB}
 
 
 def test_deleting_a_pod_affects_its_services_only_if_it_was_known(index: ClusterIndex) -> None:
@@ -357,7 +357,7 @@ def test_a_relist_of_pods_deletes_the_missing_ones(index: ClusterIndex) -> None:
     upsert(index, b.pod("api-1"))
     upsert(index, b.pod("lonely"))
     affected = index.replace(Kind.POD, [b.projected(b.pod("api-1"))])
-    assert affected == {WEB, API}
+    assert affected == {WEB}, "api-1 was relisted unchanged: nothing to rebuild"
     assert set(index.pods) == {ObjectRef(b.NS, "api-1")}
 
 
@@ -413,3 +413,12 @@ def test_a_relist_of_replica_sets_affects_services_of_pods_of_dropped_sets(
     assert index.workload_owner(_pod_info(("ReplicaSet", "web-5d8f"))) == OwnerRef(
         "ReplicaSet", "web-5d8f"
     )
+
+
+def test_a_pod_status_change_alone_affects_no_service(index: ClusterIndex) -> None:
+    """Phase, conditions and IPs reach no proxy message: no rebuild for them."""
+    upsert(index, b.service())
+    upsert(index, b.pod("web-1", ip="10.0.0.1", phase="Pending"))
+    upsert(index, b.endpoint_slice(endpoints=[b.endpoint("10.0.0.1", pod="web-1")]))
+    assert upsert(index, b.pod("web-1", ip="10.0.0.1", phase="Running")) == set()
+    assert upsert(index, b.pod("web-1", ip="10.0.0.1", phase="Running", meshed=True)) == {WEB}
