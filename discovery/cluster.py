@@ -2,9 +2,13 @@
 
 The local cluster and (later) each remote cluster are a `ClusterCache`, so
 local, remote and federated lookups share one code path: `topics.subscribe`.
-Events from every reflector go through `_apply`, which updates the index and
-refreshes the affected topics synchronously, then records how long the whole
-fan-out took.
+Events from every reflector go through `apply`, which updates the index at
+once and marks the affected services. The refresh of their topics runs as soon
+as the event loop is free (`call_soon`): the events a watch has already
+buffered (a rollout delivers them in bursts) are all applied first, and each
+affected service is rebuilt once for the burst instead of once per event.
+No stream can observe a batch half-applied. The latency histogram measures
+from the first event of a batch to the last enqueue of its fan-out.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class ClusterCache:
             for kind in kinds
         ]
         self._synced = asyncio.Event()
+        self._pending: set[ServiceRef] = set()
+        self._pending_since: float | None = None
 
     @property
     def synced(self) -> bool:
@@ -94,9 +100,18 @@ class ClusterCache:
             affected = self.index.delete(event.kind, event.ref)
         else:
             affected = self.index.upsert(event.record)
-        if affected and self.topics.refresh(affected):
-            # Only events that reached subscribers: the fan-out share that is ours.
-            self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - received)
+        if affected:
+            if self._pending_since is None:
+                self._pending_since = received
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._pending |= affected
         self._metrics.cache_size.labels(self.name, event.kind.value).set(
             self.index.sizes()[event.kind]
         )
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, set()
+        since, self._pending_since = self._pending_since, None
+        if self.topics.refresh(pending) and since is not None:
+            # Only batches that reached subscribers: the fan-out share that is ours.
+            self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - since)
