@@ -140,17 +140,13 @@ def raw_slice(index: int, pods: range) -> dict[str, Any]:
 
 def measure(pods: int, per_slice: int) -> dict[str, float]:
     index = ClusterIndex()
-    index.upsert(
-        project(
-            Kind.SERVICE,
-            {
-                "metadata": {"name": "web", "namespace": "shop"},
-                "spec": {"ports": [{"name": "http", "port": 80}]},
-            },
-        )
-    )  # type: ignore[arg-type]
-    raw_bytes = sum(len(json.dumps(raw_pod(i))) for i in range(0, pods, max(1, pods // 100)))
-    raw_bytes = raw_bytes / len(range(0, pods, max(1, pods // 100)))
+    service = {
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 80}]},
+    }
+    index.upsert(project(Kind.SERVICE, service))  # type: ignore[arg-type]
+    sampled = range(0, pods, max(1, pods // 100))
+    raw_bytes = sum(len(json.dumps(raw_pod(i))) for i in sampled) / len(sampled)
     gc.collect()
     tracemalloc.start()
     start = tracemalloc.get_traced_memory()[0]

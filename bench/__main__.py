@@ -1,0 +1,123 @@
+"""`python -m bench --scenario ...`: see bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from .report import check_targets, table
+from .run import Options, run_all
+from .scenarios import NAMES, build
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Load benchmark of `destination serve` on a local cluster (loopback only).",
+    )
+    p.add_argument("--scenario", choices=[*NAMES, "all"], default="all")
+    p.add_argument(
+        "--cycles",
+        type=int,
+        default=None,
+        help="up/down cycles (default: small-oscillation 3, large-rollout 2, many-services 2)",
+    )
+    p.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
+    p.add_argument(
+        "--channels-per-proc", type=int, default=4, help="gRPC connections per client process"
+    )
+    p.add_argument("--hold-seconds", type=float, default=60.0, help="baseline hold (default 60)")
+    p.add_argument(
+        "--rolling-restart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="large-rollout: one rolling restart at 1,000 endpoints (default on)",
+    )
+    p.add_argument("--many-services", type=int, default=100, help="many-services: services")
+    p.add_argument("--many-low", type=int, default=50, help="many-services: low endpoint count")
+    p.add_argument("--many-high", type=int, default=100, help="many-services: high endpoint count")
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=1.0,
+        help="wait (up to --load-wait) for the 1-min load average to fall below this",
+    )
+    p.add_argument("--load-wait", type=float, default=300.0, help="seconds; default 300")
+    p.add_argument("--work-dir", type=Path, default=None, help="logs and cluster state")
+    p.add_argument(
+        "--profile-server",
+        action="store_true",
+        help="run the server under cProfile (slow); writes <work-dir>/<scenario>-server.prof",
+    )
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `destination serve` (repeat; e.g. "
+        "--server-arg=--stream-stuck-deadline-s=3600)",
+    )
+    p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results")
+    return p
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM behaves like Ctrl-C: asyncio cancels the scenario, finally blocks clean up.
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if (
+        args.client_procs < 1
+        or args.channels_per_proc < 1
+        or (args.cycles is not None and args.cycles < 1)
+    ):
+        print(
+            "error: --client-procs, --channels-per-proc and --cycles must be >= 1", file=sys.stderr
+        )
+        return 2
+    names = list(NAMES) if args.scenario == "all" else [args.scenario]
+    scenarios = [
+        build(
+            name,
+            cycles=args.cycles,
+            hold_s=args.hold_seconds,
+            rolling_restart=args.rolling_restart,
+            many_low=args.many_low,
+            many_high=args.many_high,
+            many_services=args.many_services,
+        )
+        for name in names
+    ]
+    options = Options(
+        client_procs=args.client_procs,
+        channels_per_proc=args.channels_per_proc,
+        max_load=args.max_load,
+        load_wait_s=args.load_wait,
+        work_dir=args.work_dir,
+        profile_server=args.profile_server,
+        server_args=tuple(args.server_arg),
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    document = run_all(scenarios, options)
+    document["command"] = " ".join(
+        ["python -m bench", *(argv if argv is not None else sys.argv[1:])]
+    )
+    for result in document["scenarios"]:
+        result["targets"] = check_targets(result)
+    args.out.write_text(json.dumps(document, indent=2, default=str))
+    print(table(document))
+    print(f"\nJSON written to {args.out}")
+    if document.get("interrupted"):
+        return 130
+    return 1 if any("error" in r for r in document["scenarios"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

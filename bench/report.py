@@ -1,0 +1,204 @@
+"""Targets, and the results as a plain-text table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    scenario: str
+    source: str  # "linkerd plan" or "ours"
+    what: str
+    limit: float
+    unit: str  # "s" or "MB"
+    read: Callable[[Result], float | None]
+
+
+def _get(result: Result, *path: str) -> Any:
+    value: Any = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _spike(result: Result) -> float | None:
+    peak, before = result.get("server_peak_rss_churn_mb"), result.get("server_rss_before_churn_mb")
+    return None if peak is None or before is None else float(peak) - float(before)
+
+
+TARGETS = (
+    TargetCheck(
+        "baseline",
+        "ours",
+        "server peak RSS",
+        150,
+        "MB",
+        lambda r: r.get("server_peak_rss_mb"),
+    ),
+    TargetCheck(
+        "small-oscillation",
+        "linkerd plan",
+        "end-to-end p95",
+        0.5,
+        "s",
+        lambda r: _get(r, "all_steps", "end_to_end_s", "p95"),
+    ),
+    TargetCheck(
+        "small-oscillation",
+        "linkerd plan",
+        "end-to-end p99",
+        2.0,
+        "s",
+        lambda r: _get(r, "all_steps", "end_to_end_s", "p99"),
+    ),
+    TargetCheck(
+        "small-oscillation",
+        "ours",
+        "server event-to-last-enqueue p99",
+        0.1,
+        "s",
+        lambda r: _get(r, "churn", "event_to_enqueue", "p99"),
+    ),
+    TargetCheck(
+        "large-rollout",
+        "linkerd plan",
+        "end-to-end p99",
+        3.0,
+        "s",
+        lambda r: _get(r, "all_steps", "end_to_end_s", "p99"),
+    ),
+    TargetCheck(
+        "large-rollout",
+        "linkerd plan",
+        "server memory spike (peak RSS during churn - RSS before)",
+        2000,
+        "MB",
+        _spike,
+    ),
+    TargetCheck(
+        "large-rollout",
+        "ours",
+        "server event-to-last-enqueue p99",
+        0.5,
+        "s",
+        lambda r: _get(r, "churn", "event_to_enqueue", "p99"),
+    ),
+    TargetCheck(
+        "many-services",
+        "ours",
+        "server peak RSS with 10,000 streams",
+        400,
+        "MB",
+        lambda r: r.get("server_peak_rss_mb"),
+    ),
+)
+
+
+def check_targets(result: Result) -> list[dict[str, Any]]:
+    out = []
+    for target in TARGETS:
+        if target.scenario != result.get("scenario"):
+            continue
+        value = target.read(result)
+        above = (
+            target.what.endswith("p99")
+            and _get(result, "churn", "event_to_enqueue", "p99_above_last_bucket") is True
+            and "event" in target.what
+        )
+        out.append(
+            {
+                "source": target.source,
+                "target": f"{target.what} < {target.limit:g} {target.unit}",
+                "measured": value,
+                "unit": target.unit,
+                "met": None if value is None else (value < target.limit and not above),
+            }
+        )
+    return out
+
+
+def _s(value: Any) -> str:
+    if value is None:
+        return "-"
+    seconds = float(value)
+    return f"{seconds * 1000:.0f} ms" if abs(seconds) < 10 else f"{seconds:.1f} s"
+
+
+def _mb(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f} MB"
+
+
+def _trio(summary: Any) -> str:
+    if not isinstance(summary, dict) or not summary.get("count"):
+        return "-"
+    return f"{_s(summary['p50'])} / {_s(summary['p95'])} / {_s(summary['p99'])}"
+
+
+def table(document: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+    for result in document["scenarios"]:
+        name = result["scenario"]
+        if "error" in result:
+            rows.append((name, "FAILED", result["error"]))
+            continue
+        params = result["parameters"]
+        connect = result.get("connect", {})
+        rows.append(
+            (name, "streams connected", f"{connect.get('at_initial_count')}/{params['streams']}")
+        )
+        rows.append((name, "load average before", str(result["load"]["loadavg_at_start"])))
+        rows.append((name, "server peak RSS (whole run)", _mb(result.get("server_peak_rss_mb"))))
+        hold = result.get("hold")
+        if hold:
+            usage = hold["usage"]
+            rows.append(
+                (
+                    name,
+                    f"hold {hold['seconds']:.0f}s: server CPU / RSS",
+                    f"{usage['server_cpu_s']:.2f} s / {_mb(usage['server_rss_end_mb'])}",
+                )
+            )
+        if "all_steps" in result:
+            steps = result["all_steps"]
+            rows.append((name, "end-to-end p50/p95/p99", _trio(steps["end_to_end_s"])))
+            rows.append((name, "  time to full fan-out (max)", _s(steps["end_to_end_s"]["max"])))
+            rows.append((name, "  Kubernetes share p50/p95/p99", _trio(steps["kubernetes_s"])))
+            rows.append(
+                (name, "  ours (slices final -> stream) p50/p95/p99", _trio(steps["ours_s"]))
+            )
+            e2q = result["churn"]["event_to_enqueue"]
+            rows.append(
+                (
+                    name,
+                    "server event-to-enqueue p50/p95/p99",
+                    f"{_s(e2q['p50'])} / {_s(e2q['p95'])} / {_s(e2q['p99'])}"
+                    + (" (p99 above last bucket)" if e2q["p99_above_last_bucket"] else ""),
+                )
+            )
+            usage = result["churn"]["usage"]
+            rows.append(
+                (
+                    name,
+                    "churn: server CPU / peak RSS",
+                    f"{usage['server_cpu_s']:.1f} s / {_mb(usage['server_peak_rss_mb'])}",
+                )
+            )
+        for check in check_targets(result):
+            verdict = {True: "met", False: "NOT met", None: "n/a"}[check["met"]]
+            value = check["measured"]
+            shown = _mb(value) if check["unit"] == "MB" else _s(value)
+            rows.append(
+                (name, f"target ({check['source']}): {check['target']}", f"{shown}: {verdict}")
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(2)] if rows else [0, 0]
+    lines = [f"{'scenario':<{widths[0]}}  {'measure':<{widths[1]}}  value"]
+    lines.append("-" * (widths[0] + widths[1] + 20))
+    lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)

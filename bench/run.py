@@ -1,0 +1,878 @@
+"""The benchmark orchestrator: cluster, workloads, server, clients, measurements.
+
+For each scenario, in this order, every wait with a deadline:
+
+1. start a fresh local cluster (`tests.kube.cluster.start_clusters`, one
+   `east` control plane with enough kwok nodes for the scenario's peak pods);
+2. create the Deployments and Services, wait until the EndpointSlices hold the
+   initial ready count (the orchestrator's own EndpointSlice watch);
+3. start `python -m destination serve` as a subprocess, wait for `/ready`;
+4. start the client processes and wait until every stream holds its service's
+   initial endpoint count ("connected");
+5. hold (baseline) and/or run the steps: for each, record `time.time()` just
+   before each PATCH, wait until the EndpointSlices show the final state,
+   then until every stream holds it and nothing changed for a quiet period,
+   and collect every stream's time of the update that made it right;
+6. scrape `/metrics` and read /proc around each phase; stop clients, server
+   and cluster, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.context
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from tests.kube.binaries import REPO_ROOT, pinned_versions
+from tests.kube.cluster import ClusterSpec, LocalCluster, start_clusters, stop_clusters
+from tests.kube.workloads import Kube, new_api_client
+
+from . import procstat, promstats
+from .clients import Assignment, LoopLag, Status, StreamReport, Target, client_main
+from .scenarios import Scenario, Step
+from .server import ServerProcess, start_server, wait_ready
+from .slices import SliceTracker, tracking
+from .stats import summary
+
+NAMESPACE = "bench"
+CLUSTER = "east"
+QUIET_S = 2.0
+STALL_S = 60.0  # no stream changed for this long after Kubernetes was done: give up
+POLL_S = 0.25
+EVENT_TO_ENQUEUE = "event_to_enqueue_seconds"
+
+
+@dataclass(frozen=True)
+class Options:
+    client_procs: int = 2
+    channels_per_proc: int = 4
+    client_nodes: int = 2
+    open_batch: int = 250
+    max_load: float = 1.0
+    load_wait_s: float = 300.0
+    work_dir: Path | None = None
+    profile_server: bool = False
+    server_args: tuple[str, ...] = ()
+
+
+# -- small helpers --------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def service_names(scenario: Scenario) -> list[str]:
+    return [f"svc-{i:03d}" for i in range(scenario.services)]
+
+
+def authority(service: str, port: int = 80) -> str:
+    return f"{service}.{NAMESPACE}.svc.cluster.local:{port}"
+
+
+def wait_for_quiet_machine(options: Options) -> dict[str, Any]:
+    """Wait (bounded) for the 1-minute load average to fall under `max_load`."""
+    started = time.monotonic()
+    before = os.getloadavg()
+    while (
+        os.getloadavg()[0] > options.max_load and time.monotonic() - started < options.load_wait_s
+    ):
+        time.sleep(10)
+    after = os.getloadavg()
+    return {
+        "loadavg_first_seen": [round(v, 2) for v in before],
+        "loadavg_at_start": [round(v, 2) for v in after],
+        "waited_s": round(time.monotonic() - started, 1),
+        "max_load": options.max_load,
+        "still_above_max": after[0] > options.max_load,
+    }
+
+
+@contextlib.contextmanager
+def local_cluster(node_count: int, work_dir: Path) -> Iterator[LocalCluster]:
+    """One `east` cluster with `node_count` kwok nodes, stopped and removed on exit."""
+    base = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir=work_dir))
+    clusters = start_clusters(
+        [ClusterSpec(name=CLUSTER, index=1, node_count=node_count)], base_dir=base
+    )
+    try:
+        yield clusters[0]
+    finally:
+        stop_clusters(clusters, remove_dir=base)
+
+
+def cluster_pids(cluster: LocalCluster) -> dict[str, int]:
+    return {name: p.pid for name, p in cluster._processes.items() if p.poll() is None}
+
+
+# -- client processes -------------------------------------------------------------
+
+
+@dataclass
+class ClientProc:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    streams: int
+
+    def request(self, command: str, argument: Any, timeout_s: float) -> Any:
+        self.conn.send((command, argument))
+        if not self.conn.poll(timeout_s):
+            raise TimeoutError(f"client {self.process.pid} did not answer {command!r}")
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.request("stop", None, 15.0)
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()
+
+
+class Clients:
+    def __init__(self, procs: list[ClientProc]) -> None:
+        self.procs = procs
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.process.pid for p in self.procs if p.process.pid is not None]
+
+    async def status(self, targets: dict[str, Target]) -> Status:
+        answers: list[Status] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "status", targets, 30.0) for p in self.procs)
+        )
+        return Status(
+            streams=sum(a.streams for a in answers),
+            connected=sum(a.connected for a in answers),
+            at_target=sum(a.at_target for a in answers),
+            ends=sum(a.ends for a in answers),
+            streams_ended=sum(a.streams_ended for a in answers),
+            last_set_change=max(a.last_set_change for a in answers),
+        )
+
+    async def loop_lag(self) -> dict[str, float]:
+        """Worst 20 ms-timer lateness over the client processes since the last call."""
+        answers: list[LoopLag] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "loop_lag", None, 30.0) for p in self.procs)
+        )
+        return {
+            "p99_s": max(a.p99_s for a in answers),
+            "max_s": max(a.max_s for a in answers),
+        }
+
+    async def reports(self) -> list[StreamReport]:
+        answers: list[list[StreamReport]] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "report", None, 60.0) for p in self.procs)
+        )
+        return [r for answer in answers for r in answer]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+@contextlib.contextmanager
+def client_processes(
+    server: ServerProcess,
+    assignments: list[Assignment],
+    options: Options,
+    *,
+    track_hash: bool,
+) -> Iterator[Clients]:
+    context = multiprocessing.get_context("spawn")
+    per_proc: list[list[Assignment]] = [[] for _ in range(options.client_procs)]
+    for assignment in assignments:
+        per_proc[assignment.slot % options.client_procs].append(assignment)
+    procs: list[ClientProc] = []
+    try:
+        for share in per_proc:
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=client_main,
+                args=(
+                    child,
+                    server.grpc_address,
+                    share,
+                    options.channels_per_proc,
+                    track_hash,
+                    options.open_batch,
+                ),
+                daemon=True,
+                name="bench-client",
+            )
+            process.start()
+            child.close()
+            procs.append(ClientProc(process=process, conn=parent, streams=len(share)))
+        yield Clients(procs)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+# -- resource sampling -------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """CPU and memory of one phase."""
+
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    server_main_thread_cpu_s: float = 0.0  # the event loop's thread (gRPC core threads apart)
+    clients_cpu_s: float = 0.0
+    kubernetes_cpu_s: float = 0.0
+    orchestrator_cpu_s: float = 0.0
+    machine_busy_s: float = 0.0
+    other_cpu_s: float = 0.0  # machine busy minus everything the benchmark started
+    server_rss_start_mb: float | None = None
+    server_rss_end_mb: float | None = None
+    server_peak_rss_mb: float | None = None  # VmHWM since the phase started
+    loadavg_end: list[float] = field(default_factory=list)
+
+
+class Meter:
+    """Measures a phase: `with meter.phase() as usage:` fills `usage` on exit."""
+
+    def __init__(self, server_pid: int, client_pids: list[int], kube_pids: list[int]) -> None:
+        self.server_pid = server_pid
+        self.client_pids = client_pids
+        self.kube_pids = kube_pids
+        self.overall_peak_mb = 0.0
+
+    @contextlib.contextmanager
+    def phase(self) -> Iterator[Usage]:
+        usage = Usage()
+        procstat.reset_hwm(self.server_pid)
+        usage.server_rss_start_mb = procstat.rss_mb(self.server_pid)
+        t0 = time.monotonic()
+        server0 = procstat.cpu_seconds(self.server_pid) or 0.0
+        main0 = procstat.cpu_seconds(self.server_pid, thread=self.server_pid) or 0.0
+        clients0 = procstat.total_cpu_seconds(self.client_pids)
+        kube0 = procstat.total_cpu_seconds(self.kube_pids)
+        own0 = procstat.own_cpu_seconds()
+        machine0 = procstat.machine_cpu()
+        try:
+            yield usage
+        finally:
+            machine1 = procstat.machine_cpu()
+            usage.wall_s = time.monotonic() - t0
+            usage.server_cpu_s = (procstat.cpu_seconds(self.server_pid) or server0) - server0
+            main1 = procstat.cpu_seconds(self.server_pid, thread=self.server_pid) or main0
+            usage.server_main_thread_cpu_s = main1 - main0
+            usage.clients_cpu_s = procstat.total_cpu_seconds(self.client_pids) - clients0
+            usage.kubernetes_cpu_s = procstat.total_cpu_seconds(self.kube_pids) - kube0
+            usage.orchestrator_cpu_s = procstat.own_cpu_seconds() - own0
+            usage.machine_busy_s = machine1.busy_s - machine0.busy_s
+            ours = (
+                usage.server_cpu_s
+                + usage.clients_cpu_s
+                + usage.kubernetes_cpu_s
+                + usage.orchestrator_cpu_s
+            )
+            usage.other_cpu_s = max(0.0, usage.machine_busy_s - ours)
+            usage.server_rss_end_mb = procstat.rss_mb(self.server_pid)
+            usage.server_peak_rss_mb = procstat.hwm_mb(self.server_pid)
+            if usage.server_peak_rss_mb is not None:
+                self.overall_peak_mb = max(self.overall_peak_mb, usage.server_peak_rss_mb)
+            usage.loadavg_end = [round(v, 2) for v in os.getloadavg()]
+
+
+# -- Kubernetes side -----------------------------------------------------------------
+
+
+async def create_workloads(kube: Kube, scenario: Scenario) -> None:
+    gate = asyncio.Semaphore(10)
+
+    async def one(name: str) -> None:
+        async with gate:
+            await kube.create_deployment(NAMESPACE, name, replicas=scenario.initial)
+            await kube.create_service(NAMESPACE, name)
+
+    await asyncio.gather(*(one(name) for name in service_names(scenario)))
+
+
+async def scale_all(kube: Kube, names: list[str], replicas: int) -> dict[str, float]:
+    """PATCH every Deployment's scale concurrently; t0 per service just before its PATCH."""
+    started: dict[str, float] = {}
+
+    async def one(name: str) -> None:
+        started[name] = time.time()
+        await kube.scale(NAMESPACE, name, replicas)
+
+    await asyncio.gather(*(one(name) for name in names))
+    return started
+
+
+async def restart_all(kube: Kube, names: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """`kubectl rollout restart` of every Deployment; returns t0 and the new template hash."""
+    started: dict[str, float] = {}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S") + f".{time.time_ns() % 1_000_000_000:09d}"
+    patch = {"spec": {"template": {"metadata": {"annotations": {"bench/restartedAt": stamp}}}}}
+
+    async def one(name: str) -> None:
+        started[name] = time.time()
+        await kube.apps.patch_namespaced_deployment(name, NAMESPACE, patch)
+
+    await asyncio.gather(*(one(name) for name in names))
+    hashes: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while len(hashes) < len(names):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the new ReplicaSets of the rollout did not appear")
+        replica_sets = await kube.apps.list_namespaced_replica_set(NAMESPACE)
+        for rs in replica_sets.items:
+            annotations = rs.spec.template.metadata.annotations or {}
+            if annotations.get("bench/restartedAt") == stamp:
+                app = (rs.metadata.labels or {}).get("app", "")
+                hashes[app] = (rs.metadata.labels or {}).get("pod-template-hash", "")
+        await asyncio.sleep(0.2)
+    return started, hashes
+
+
+@dataclass
+class Samples:
+    """Raw seconds of one or more steps: per stream, per service, per stream."""
+
+    end_to_end: list[float] = field(default_factory=list)
+    kubernetes: list[float] = field(default_factory=list)
+    ours: list[float] = field(default_factory=list)
+
+    def extend(self, other: Samples) -> None:
+        self.end_to_end += other.end_to_end
+        self.kubernetes += other.kubernetes
+        self.ours += other.ours
+
+    def summaries(self) -> dict[str, Any]:
+        return {
+            "end_to_end_s": summary(self.end_to_end),
+            "kubernetes_s": summary(self.kubernetes),
+            "ours_s": summary(self.ours),
+        }
+
+
+def step_group(step: Step, before: int) -> str:
+    if step.kind == "restart":
+        return "restart"
+    return "scale-up" if step.replicas > before else "scale-down"
+
+
+# -- the phases ----------------------------------------------------------------------
+
+
+async def wait_streams(
+    clients: Clients,
+    targets: dict[str, Target],
+    *,
+    timeout_s: float,
+    require_quiet: bool,
+    stall_s: float | None = None,
+) -> tuple[Status, str]:
+    """Until every stream holds its target (then, optionally, a quiet period without change).
+
+    Returns the last status and "converged", "timeout", or "stalled" (no stream's
+    address set changed for `stall_s` while some are still not at their target:
+    they are not going to get there).
+    """
+    started = time.time()
+    deadline = time.monotonic() + timeout_s
+    status = await clients.status(targets)
+    while True:
+        if status.at_target == status.streams:
+            if not require_quiet:
+                return status, "converged"
+            await asyncio.sleep(QUIET_S)
+            again = await clients.status(targets)
+            if again.at_target == again.streams and again.last_set_change == status.last_set_change:
+                return again, "converged"
+            status = again
+            continue
+        if time.monotonic() > deadline:
+            return status, "timeout"
+        if stall_s is not None and time.time() - max(status.last_set_change, started) > stall_s:
+            return status, "stalled"
+        await asyncio.sleep(POLL_S)
+        status = await clients.status(targets)
+
+
+@dataclass
+class WatchProgress:
+    """How far the server's EndpointSlice watch has read, sampled from its /metrics."""
+
+    admin: str
+    server_pid: int
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (time, events)
+
+    async def sample(self) -> float | None:
+        try:
+            scrape = await asyncio.to_thread(promstats.fetch, self.admin, 30.0)
+        except OSError:  # a busy server may answer late; the next sample will tell
+            return None
+        value = scrape.value("watch_events_total", kind="EndpointSlice")
+        self.samples.append((time.time(), value))  # after the answer: an upper bound
+        return value
+
+    async def run(self, interval_s: float = 0.25) -> None:
+        while True:
+            await self.sample()
+            await asyncio.sleep(interval_s)
+
+    def caught_up_at(self, base: float, needed: int) -> float | None:
+        """When the server had read `needed` slice events past `base`."""
+        return next((t for t, v in self.samples if v - base >= needed), None)
+
+
+async def run_step(
+    step: Step,
+    *,
+    kube: Kube,
+    names: list[str],
+    slices: SliceTracker,
+    clients: Clients,
+    scenario: Scenario,
+    server: ServerProcess,
+) -> tuple[dict[str, Any], Samples]:
+    before = {name: slices.ready_count(name) for name in names}
+    progress = WatchProgress(server.admin_address, server.pid)
+    server_base = await progress.sample()
+    if server_base is None:
+        server_base = await progress.sample() or 0.0
+    events_base = slices.events
+    await clients.loop_lag()  # start a fresh lag window
+    ends_before = (await clients.status({})).ends
+    pid = progress.server_pid
+    cpu0 = procstat.cpu_seconds(pid) or 0.0
+    main0 = procstat.cpu_seconds(pid, thread=pid) or 0.0
+    clients0 = procstat.total_cpu_seconds(clients.pids)
+    wall0 = time.monotonic()
+    poller = asyncio.create_task(progress.run())
+    try:
+        outcome, samples = await _run_step(
+            step, kube=kube, names=names, slices=slices, clients=clients, scenario=scenario
+        )
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+    # The slice event that completed the last service's final state: when did the
+    # server's watch read it, compared with ours?
+    last = max((slices.service(n) for n in names), key=lambda st: st.changed_by_event)
+    wall = time.monotonic() - wall0
+    outcome["wall_s"] = wall
+    outcome["server_cpu_s"] = (procstat.cpu_seconds(pid) or cpu0) - cpu0
+    outcome["server_main_thread_cpu_s"] = (procstat.cpu_seconds(pid, thread=pid) or main0) - main0
+    outcome["server_main_thread_busy"] = outcome["server_main_thread_cpu_s"] / wall
+    outcome["clients_cpu_s"] = procstat.total_cpu_seconds(clients.pids) - clients0
+    needed = last.changed_by_event - events_base
+    caught_up = progress.caught_up_at(server_base, needed) if needed > 0 else None
+    outcome["endpoints_before"] = before
+    outcome["slice_events"] = slices.events - events_base
+    outcome["server_read_final_slice_event_after_s"] = (
+        None if caught_up is None else caught_up - last.changed_at
+    )
+    outcome["client_loop_lag"] = await clients.loop_lag()
+    outcome["stream_ends"] = (await clients.status({})).ends - ends_before
+    return outcome, samples
+
+
+async def _run_step(
+    step: Step,
+    *,
+    kube: Kube,
+    names: list[str],
+    slices: SliceTracker,
+    clients: Clients,
+    scenario: Scenario,
+) -> tuple[dict[str, Any], Samples]:
+    if step.kind == "restart":
+        t0, hashes = await restart_all(kube, names)
+        targets = {n: Target(step.replicas, hashes[n]) for n in names}
+    else:
+        t0 = await scale_all(kube, names, step.replicas)
+        targets = {n: Target(step.replicas) for n in names}
+    k8s_done = await slices.wait_for(targets, timeout_s=scenario.transition_timeout_s)
+    remaining = scenario.transition_timeout_s - (time.time() - min(t0.values()))
+    _, converged = await wait_streams(
+        clients, targets, timeout_s=max(remaining, 10.0), require_quiet=True, stall_s=STALL_S
+    )
+    reports = await clients.reports()
+    k8s_final = {
+        n: slices.service(n).changed_at if slices.service(n).satisfies(targets[n]) else None
+        for n in names
+    }
+    kube_s = [f - t0[n] for n, f in k8s_final.items() if f is not None]
+    end_to_end: list[float] = []
+    ours: list[float] = []
+    missing = 0
+    wrong: Counter[str] = Counter()
+    for report in reports:
+        target = targets[report.service]
+        right = report.count == target.count and (
+            target.template_hash is None or report.hashes == (target.template_hash,)
+        )
+        if not right or report.t_set is None:
+            missing += 1
+            seen = f" hashes={'+'.join(report.hashes)}" if target.template_hash else ""
+            wrong[f"count={report.count}{seen}"] += 1
+            continue
+        end_to_end.append(max(0.0, report.t_set - t0[report.service]))
+        final = k8s_final[report.service]
+        if final is not None:
+            ours.append(report.t_set - final)
+    outcome = {
+        "step": step.label,
+        "endpoints_target": step.replicas,
+        "kubernetes_converged": k8s_done,
+        "streams_converged": converged,
+        "streams_at_target": len(end_to_end),
+        "streams_not_at_target": missing,
+        "wrong_states": dict(wrong.most_common(10)),
+        "end_to_end_s": summary(end_to_end),
+        "kubernetes_s": summary(kube_s),
+        "ours_s": summary(ours),
+        "slice_changes": sum(slices.service(n).changes for n in names),
+    }
+    return outcome, Samples(end_to_end, kube_s, ours)
+
+
+def histogram_summary(before: promstats.Scrape, after: promstats.Scrape) -> dict[str, Any]:
+    delta = promstats.histogram_delta(before, after, EVENT_TO_ENQUEUE, cluster=CLUSTER)
+    out: dict[str, Any] = {"events": delta.count, "sum_s": delta.total_s}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        value, above = delta.quantile(q)
+        out[name] = value
+        out[name + "_above_last_bucket"] = above
+    out["max_bucket_le"] = next(
+        (
+            b
+            for b, c in zip(delta.bounds, delta.cumulative, strict=False)
+            if c >= delta.count and delta.count > 0
+        ),
+        None,
+    )
+    out["share_le_100ms"] = delta.share_at_most(0.1)
+    out["share_le_500ms"] = delta.share_at_most(0.5)
+    return out
+
+
+def counters(before: promstats.Scrape, after: promstats.Scrape) -> dict[str, float]:
+    names = (
+        "destination_updates_sent_total",
+        "destination_stream_queue_overflows_total",
+        "destination_stuck_streams_ended_total",
+        "watch_events_total",
+        "watch_restarts_total",
+        "watch_lists_total",
+    )
+    return {n: after.value(n) - before.value(n) for n in names}
+
+
+@contextlib.asynccontextmanager
+async def kube_client(cluster: LocalCluster) -> AsyncIterator[Kube]:
+    api = await new_api_client(cluster.kubeconfig)
+    try:
+        yield Kube(cluster, api)
+    finally:
+        await api.close()
+
+
+async def run_scenario(
+    scenario: Scenario, cluster: LocalCluster, options: Options, work_dir: Path
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"scenario": scenario.name}
+    names = service_names(scenario)
+    async with kube_client(cluster) as kube:
+        await kube.create_namespace(NAMESPACE)
+        async with tracking(kube.api, NAMESPACE) as slices:
+            started = time.monotonic()
+            await create_workloads(kube, scenario)
+            initial = {n: Target(scenario.initial) for n in names}
+            if not await slices.wait_for(initial, timeout_s=900):
+                raise TimeoutError("the initial endpoints never became ready")
+            result["setup_s"] = round(time.monotonic() - started, 1)
+            log(f"{scenario.name}: {scenario.services * scenario.initial} pods ready")
+
+            server = start_server(
+                kubeconfig=cluster.kubeconfig,
+                cluster_name=CLUSTER,
+                log_path=work_dir / f"{scenario.name}-server.log",
+                extra_args=list(options.server_args),
+                profile_to=work_dir / f"{scenario.name}-server.prof"
+                if options.profile_server
+                else None,
+            )
+            try:
+                result["server_ready_s"] = round(
+                    await asyncio.to_thread(wait_ready, server, 180), 2
+                )
+                result["server_rss_after_sync_mb"] = procstat.rss_mb(server.pid)
+                result["server_peak_rss_sync_mb"] = procstat.hwm_mb(server.pid)
+                result.update(
+                    await measure_with_clients(
+                        scenario, kube, names, slices, server, cluster, options
+                    )
+                )
+            finally:
+                code = await asyncio.to_thread(server.stop)
+                result["server_exit_code"] = code
+                result["server_log_tail"] = server.tail(10)
+    return result
+
+
+def assignments_for(scenario: Scenario, names: list[str], options: Options) -> list[Assignment]:
+    """Streams slot by slot; slot k of every service goes to node k mod `client_nodes`."""
+    nodes = [f"{CLUSTER}-node-{i}" for i in range(options.client_nodes)]
+    out: list[Assignment] = []
+    for slot in range(scenario.streams_per_service):
+        for name in names:
+            stream_id = len(out)
+            token = json.dumps(
+                {"ns": NAMESPACE, "nodeName": nodes[slot % len(nodes)], "pod": f"c{stream_id}"}
+            )
+            out.append(Assignment(stream_id, name, authority(name), token, slot))
+    return out
+
+
+async def measure_with_clients(
+    scenario: Scenario,
+    kube: Kube,
+    names: list[str],
+    slices: SliceTracker,
+    server: ServerProcess,
+    cluster: LocalCluster,
+    options: Options,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    assignments = assignments_for(scenario, names, options)
+    with client_processes(server, assignments, options, track_hash=scenario.track_hash) as clients:
+        meter = Meter(server.pid, clients.pids, list(cluster_pids(cluster).values()))
+        meter.overall_peak_mb = procstat.hwm_mb(server.pid) or 0.0  # the initial sync's peak
+        initial = {n: Target(scenario.initial) for n in names}
+        with meter.phase() as connect:
+            status, connected = await wait_streams(
+                clients, initial, timeout_s=60 + scenario.streams / 50, require_quiet=False
+            )
+        ok = connected == "converged"
+        scrape = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
+        result["connect"] = {
+            "streams": status.streams,
+            "connected": status.connected,
+            "at_initial_count": status.at_target,
+            "stream_ends": status.ends,
+            "all_connected": ok,
+            "server_active_streams": scrape.value("destination_active_streams", rpc="Get"),
+            "usage": asdict(connect),
+        }
+        log(
+            f"{scenario.name}: {status.at_target}/{status.streams} streams hold the initial "
+            f"state after {connect.wall_s:.1f}s (server says "
+            f"{result['connect']['server_active_streams']:.0f} active)"
+        )
+        if status.ends:
+            reports = await clients.reports()
+            why = Counter(r.last_error for r in reports if r.ends)
+            result["connect"]["stream_end_reasons"] = dict(why.most_common(5))
+        if not ok:
+            reports = await clients.reports()
+            errors = sorted({r.last_error for r in reports if r.last_error})[:5]
+            raise RuntimeError(f"streams did not connect: {status}; errors: {errors}")
+        if scenario.hold_s:
+            before = scrape
+            with meter.phase() as hold:
+                await asyncio.sleep(scenario.hold_s)
+            after = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
+            result["hold"] = {
+                "seconds": scenario.hold_s,
+                "usage": asdict(hold),
+                "event_to_enqueue": histogram_summary(before, after),
+                "counters": counters(before, after),
+            }
+            scrape = after
+            log(
+                f"{scenario.name}: held {scenario.hold_s:.0f}s, server CPU "
+                f"{hold.server_cpu_s:.2f}s, RSS {hold.server_rss_end_mb:.0f} MB"
+            )
+        if scenario.steps:
+            before = scrape
+            steps: list[dict[str, Any]] = []
+            overall = Samples()
+            groups: dict[str, Samples] = {}
+            replicas = scenario.initial
+            with meter.phase() as churn:
+                for step in scenario.steps:
+                    log(f"{scenario.name}: {step.label} of {len(names)} service(s)")
+                    outcome, samples = await run_step(
+                        step,
+                        kube=kube,
+                        names=names,
+                        slices=slices,
+                        clients=clients,
+                        scenario=scenario,
+                        server=server,
+                    )
+                    steps.append(outcome)
+                    overall.extend(samples)
+                    groups.setdefault(step_group(step, replicas), Samples()).extend(samples)
+                    replicas = step.replicas
+                    e2e = outcome["end_to_end_s"]
+                    server_lag = outcome["server_read_final_slice_event_after_s"]
+                    log(
+                        f"  {outcome['streams_at_target']}/{scenario.streams} streams right; "
+                        f"p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])} max {_ms(e2e['max'])}; "
+                        f"kubernetes max {_ms(outcome['kubernetes_s']['max'])}; server read the "
+                        f"final slice event {_ms(server_lag)} after us; "
+                        f"client loop lag max {_ms(outcome['client_loop_lag']['max_s'])}; "
+                        f"server main thread {outcome['server_main_thread_busy']:.0%} busy, "
+                        f"{outcome['stream_ends']} stream ends"
+                    )
+            after = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
+            result["steps"] = steps
+            result["all_steps"] = overall.summaries()
+            result["by_kind"] = {kind: g.summaries() for kind, g in groups.items()}
+            result["server_rss_before_churn_mb"] = churn.server_rss_start_mb
+            result["server_peak_rss_churn_mb"] = churn.server_peak_rss_mb
+            result["churn"] = {
+                "usage": asdict(churn),
+                "event_to_enqueue": histogram_summary(before, after),
+                "counters": counters(before, after),
+            }
+        final = await clients.status({})
+        result["stream_ends_total"] = final.ends
+        result["streams_ended_at_least_once"] = final.streams_ended
+        result["server_active_streams_end"] = (
+            await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
+        ).value("destination_active_streams", rpc="Get")
+        result["server_peak_rss_mb"] = meter.overall_peak_mb
+    return result
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}ms"
+
+
+# -- machine description ---------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    commit = ""
+    dirty = None
+    git = shutil.which("git")
+    if git:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            commit = subprocess.run(
+                [git, "rev-parse", "HEAD"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            dirty = bool(
+                subprocess.run(
+                    [git, "status", "--porcelain", "--untracked-files=no"],
+                    cwd=REPO_ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+            )
+    modified: list[str] = []
+    if git:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            modified = subprocess.run(
+                [git, "status", "--porcelain"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.splitlines()
+    versions = pinned_versions()
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "kubernetes": versions.get("KUBERNETES_VERSION"),
+        "etcd": versions.get("ETCD_VERSION"),
+        "kwok": versions.get("KWOK_VERSION"),
+        "git_commit": commit,
+        "git_dirty_tracked_files": dirty,
+        "git_status": modified,  # the benchmark runs the working tree as it is
+    }
+
+
+def run_all(scenarios: list[Scenario], options: Options) -> dict[str, Any]:
+    """Run each scenario on its own fresh cluster; always stop what was started."""
+    work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "work_dir": str(work_dir),
+        "scenarios": [],
+    }
+    try:
+        for scenario in scenarios:
+            load = wait_for_quiet_machine(options)
+            log(
+                f"{scenario.name}: load {load['loadavg_at_start']} (waited {load['waited_s']}s); "
+                f"starting a cluster with {scenario.node_count} kwok nodes"
+            )
+            entry: dict[str, Any] = {
+                "scenario": scenario.name,
+                "parameters": {
+                    "services": scenario.services,
+                    "streams_per_service": scenario.streams_per_service,
+                    "streams": scenario.streams,
+                    "initial_endpoints": scenario.initial,
+                    "steps": [s.label for s in scenario.steps],
+                    "hold_s": scenario.hold_s,
+                    "kwok_nodes": scenario.node_count,
+                    "peak_pods": scenario.peak_pods,
+                    "notes": list(scenario.notes),
+                },
+                "load": load,
+            }
+            started = time.monotonic()
+            try:
+                with local_cluster(scenario.node_count, work_dir) as cluster:
+                    entry.update(asyncio.run(run_scenario(scenario, cluster, options, work_dir)))
+            except Exception as err:  # one failed scenario must not hide the others' results
+                entry["error"] = f"{type(err).__name__}: {err}"
+                log(f"{scenario.name}: FAILED: {entry['error']}")
+            entry["wall_s"] = round(time.monotonic() - started, 1)
+            document["scenarios"].append(entry)
+    except KeyboardInterrupt:
+        document["interrupted"] = True
+        log("interrupted: everything started was stopped; writing what was measured")
+    document["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return document

@@ -1,0 +1,138 @@
+"""`python -m destination serve` as a subprocess of the benchmark, on loopback.
+
+The server runs exactly as an operator would start it, in its own process
+(own interpreter, own event loop, own gRPC threads), so its CPU and memory
+are read from /proc without the clients or the orchestrator mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.kube.binaries import REPO_ROOT
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    grpc_address: str
+    admin_address: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM (graceful shutdown), then SIGKILL after the timeout."""
+        if self.process.poll() is not None:
+            return self.process.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(timeout=5)
+
+
+def start_server(
+    *,
+    kubeconfig: Path,
+    cluster_name: str,
+    log_path: Path,
+    extra_args: list[str] | None = None,
+    profile_to: Path | None = None,
+) -> ServerProcess:
+    """Start the server; with `profile_to`, under cProfile (main thread: the event loop)."""
+    grpc_port, admin_port = free_port(), free_port()
+    profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+    argv = [
+        sys.executable,
+        *profiler,
+        "-m",
+        "destination",
+        "serve",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--cluster-name",
+        cluster_name,
+        "--listen-address",
+        f"127.0.0.1:{grpc_port}",
+        "--admin-address",
+        f"127.0.0.1:{admin_port}",
+        "--log-level",
+        "warning",
+        *(extra_args or []),
+    ]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    return ServerProcess(
+        process=process,
+        grpc_address=f"127.0.0.1:{grpc_port}",
+        admin_address=f"127.0.0.1:{admin_port}",
+        log_path=log_path,
+    )
+
+
+def wait_ready(server: ServerProcess, timeout_s: float) -> float:
+    """Poll the admin /ready until 200 (cache synced); returns the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    url = f"http://{server.admin_address}/ready"
+    while True:
+        if not server.alive():
+            raise RuntimeError(f"destination server exited early:\n{server.tail()}")
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            if response.status == 200:
+                return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"destination server not ready after {timeout_s}s:\n{server.tail()}")
+        time.sleep(0.1)
