@@ -106,10 +106,17 @@ async def test_reflection_lists_the_destination_and_health_services(server: Serv
 
 async def test_server_shutdown_ends_open_streams_with_ok(east: Kube, namespace: str) -> None:
     ips = await east.deploy_service(namespace, "web", replicas=1)
+    # A channel of the test's own: the fixture closes its channel on exit.
     async with running_server(east, shutdown_grace_s=2.0) as own:
-        stream = open_stream(own, f"web.{namespace}.svc.cluster.local:80")
+        channel = grpc.aio.insecure_channel(own.address)
+        stream = open_stream(
+            Server(own.address, own.admin, channel), f"web.{namespace}.svc.cluster.local:80"
+        )
         await eventually(lambda: values(stream.ips()), lambda got: got == ips, what="1 endpoint")
-    assert stream.task is not None
-    async with asyncio.timeout(10):
-        await stream.task  # raises if the stream ended with any status but OK
-    assert await stream.call.code() == grpc.StatusCode.OK
+    try:
+        assert stream.task is not None
+        async with asyncio.timeout(10):
+            await stream.task  # raises if the stream ended with any status but OK
+        assert await stream.call.code() == grpc.StatusCode.OK
+    finally:
+        await channel.close()
