@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -76,7 +75,6 @@ CONTROLLERS = (
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
-_PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_S = 90.0
 
 
@@ -146,10 +144,21 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the test process dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# util-linux's setpriv sets the parent-death signal and then execs the
+# component, so no Python runs between fork and exec (a preexec_fn is unsafe
+# in a process with other threads: gRPC's, the event loop's executor).
+_SETPRIV = shutil.which("setpriv")
+
+
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """Kill the component when the process (thread) that started it dies.
+
+    SIGKILL, not SIGTERM: this path only runs after a crash, and a kube-apiserver
+    whose etcd died with it can hang in its graceful shutdown.
+    """
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -240,12 +249,11 @@ class LocalCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{component}.log", "ab") as log:
             self._processes[component] = subprocess.Popen(
-                argv,
+                _with_parent_death_signal(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
 
     def _check_alive(self, component: str) -> None:
