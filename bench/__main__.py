@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         profile_server=args.profile_server,
         server_args=tuple(args.server_arg),
     )
+    # Ctrl-C and SIGTERM stop the run cleanly, even when started from a shell that
+    # ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     document = run_all(scenarios, options)
     document["command"] = " ".join(

@@ -869,6 +869,11 @@ def run_all(scenarios: list[Scenario], options: Options) -> dict[str, Any]:
             except Exception as err:  # one failed scenario must not hide the others' results
                 entry["error"] = f"{type(err).__name__}: {err}"
                 log(f"{scenario.name}: FAILED: {entry['error']}")
+            except KeyboardInterrupt:
+                entry["error"] = "interrupted"
+                entry["wall_s"] = round(time.monotonic() - started, 1)
+                document["scenarios"].append(entry)
+                raise
             entry["wall_s"] = round(time.monotonic() - started, 1)
             document["scenarios"].append(entry)
     except KeyboardInterrupt:

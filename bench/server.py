@@ -8,8 +8,8 @@ are read from /proc without the clients or the orchestrator mixed in.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +22,6 @@ from pathlib import Path
 
 from tests.kube.binaries import REPO_ROOT
 
-_PR_SET_PDEATHSIG = 1
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -32,9 +30,17 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# util-linux's setpriv sets the parent-death signal and then execs the server, so
+# no Python runs between fork and exec (a preexec_fn is unsafe here: the
+# orchestrator has other threads), as tests/kube/cluster.py does.
+_SETPRIV = shutil.which("setpriv")
+
+
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """SIGTERM the server (a graceful stop) if the thread that started it dies."""
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 @dataclass
@@ -103,13 +109,12 @@ def start_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            argv,
+            _with_parent_death_signal(argv),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
     return ServerProcess(
         process=process,
