@@ -50,7 +50,9 @@ _ACCEPT_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.i
 
 PAGE_SIZE = 500
 WATCH_TIMEOUT_S = 300  # the API server ends each watch after this; we then resume
-READ_TIMEOUT_S = 90.0  # bookmarks arrive about every minute; silence past this is a dead link
+# Above WATCH_TIMEOUT_S: the API server ends each watch itself, and quiet watches
+# (bookmarks are not guaranteed) must not be mistaken for dead links.
+READ_TIMEOUT_S = 330.0
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 
