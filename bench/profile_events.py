@@ -42,13 +42,14 @@ from prometheus_client import CollectorRegistry
 
 from destination.broadcast import Broadcasts
 from destination.config import DEFAULT_OPAQUE_PORTS, parse_opaque_ports
-from destination.encode import EncodeContext, MeshSettings
+from destination.encode import MeshSettings
+from destination.members import Planner, StreamTarget
 from destination.metrics import DestinationMetrics
 from discovery.cluster import ClusterCache
+from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ServiceRef
 from discovery.reflector import LIST_PATHS, Listed, Reflector
-from discovery.topics import ViewKey
 from tests.kube.cluster import ClusterSpec, start_clusters, stop_clusters
 from tests.kube.workloads import Kube, new_api_client
 
@@ -163,27 +164,36 @@ async def _replay(args: argparse.Namespace) -> dict[str, Any]:
     registry = CollectorRegistry()
     cache = ClusterCache(
         name=ClusterName("east"),
-        api=None,  # type: ignore[arg-type]  # never used: nothing runs the reflectors
         metrics=DiscoveryMetrics(registry),
         default_opaque_ports=parse_opaque_ports(DEFAULT_OPAQUE_PORTS),
         enable_ipv6=False,
     )
-    reflectors: dict[str, Reflector] = {r.kind.name: r for r in cache.reflectors}
-    # `apply` (was `_apply` before the server's discovery/cluster.py renamed it)
-    apply = getattr(cache, "apply", None) or getattr(cache, "_apply", None)
-    assert apply is not None, "ClusterCache has neither apply nor _apply"
+    connection = Connection(
+        cluster=cache.name,
+        api=None,  # type: ignore[arg-type]  # never used: nothing runs the reflectors
+        kinds=LOCAL_KINDS,
+        sink=cache.apply,
+        metrics=DiscoveryMetrics(CollectorRegistry()),
+    )
+    reflectors: dict[str, Reflector] = {r.kind.name: r for r in connection.reflectors}
     for kind_name, items in data["lists"].items():
         reflector = reflectors[kind_name]
         records = [r for r in (reflector._project(item) for item in items) if r is not None]
-        apply(Listed(reflector.kind, tuple(records)), time.perf_counter())
+        cache.apply(Listed(reflector.kind, tuple(records)), time.perf_counter())
     metrics = DestinationMetrics(registry)
-    broadcasts = Broadcasts(queue_capacity=100, stuck_deadline_s=30.0, metrics=metrics)
     mesh = MeshSettings(
         controller_namespace="linkerd",
         trust_domain="cluster.local",
         enable_h2_upgrade=True,
         force_opaque_transport=False,
     )
+    broadcasts = Broadcasts(
+        queue_capacity=100,
+        stuck_deadline_s=30.0,
+        metrics=metrics,
+        planner=Planner(local=cache, store=None, mesh=mesh).plan,
+    )
+    cache.add_service_listener(broadcasts.services_changed)
     nodes = [f"east-node-{i}" for i in range(args.nodes)]
     drained = 0
 
@@ -197,19 +207,10 @@ async def _replay(args: argparse.Namespace) -> dict[str, Any]:
     for name in data["services"]:
         for slot in range(args.streams_per_service):
             node = nodes[slot % len(nodes)]
-            _, queue, _ = broadcasts.open_stream(
-                cache=cache,
-                service=ServiceRef(data["namespace"], name),
-                port=80,
-                view=ViewKey(hostname=None, node_name=node, filtering=True),
-                context=lambda node=node: EncodeContext(  # type: ignore[misc]
-                    mesh=mesh,
-                    requested_port=80,
-                    subscriber_zone=cache.index.node_zone(node),
-                    trust_domain="cluster.local",
-                ),
-                on_stuck=lambda: None,
+            target = StreamTarget(
+                service=ServiceRef(data["namespace"], name), port=80, hostname=None, node_name=node
             )
+            _, queue, _ = broadcasts.open_stream(target=target, on_stuck=lambda: None)
             tasks.append(asyncio.create_task(drain(queue)))
     await asyncio.sleep(0)
     durations: dict[str, list[float]] = {}

@@ -7,6 +7,8 @@ Routes (``GET``, and ``HEAD`` with the same status and no body):
   event loop answers. They never look at Kubernetes or gRPC state: a liveness
   probe that fails because the API server is slow would restart a healthy
   process.
+* ``/clusters``: JSON status of every linked remote cluster (state, error,
+  last sync, objects cached), read by ``destination clusters``.
 * ``/ready``: ``200 "ok\\n"`` when the injected readiness callable returns
   ``True``, else ``503 "not ready\\n"``. Linkerd answers 500 here; we answer
   503 Service Unavailable, which says "temporarily cannot serve", and any
@@ -56,10 +58,12 @@ class AdminServer:
         *,
         registry: CollectorRegistry,
         ready: Callable[[], bool],
+        clusters: Callable[[], list[dict[str, object]]] | None = None,
         shutdown_timeout_s: float = 1.0,
     ) -> None:
         self._registry = registry
         self._ready = ready
+        self._clusters = clusters
         self._shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -81,6 +85,7 @@ class AdminServer:
         app.router.add_get("/live", self._live)
         app.router.add_get("/ping", self._ping)
         app.router.add_get("/ready", self._readiness)
+        app.router.add_get("/clusters", self._cluster_statuses)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -141,3 +146,7 @@ class AdminServer:
         if ready:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not ready\n")
+
+    async def _cluster_statuses(self, request: web.Request) -> web.Response:
+        clusters = self._clusters() if self._clusters is not None else []
+        return web.json_response({"clusters": clusters})

@@ -1,9 +1,12 @@
 """Composition root of `destination serve`: build everything, run, shut down in order.
 
 Startup: admin server first (so `/live` answers and `/ready` says "not yet"),
-then the gRPC server, then the local cluster's watches. gRPC health turns
-SERVING and `/ready` turns ready once the local cache has synced; Gets that
-arrive earlier wait for the sync (bounded) rather than see an empty cache.
+then the gRPC server, then the local cluster's watches and the cluster store
+(link Secrets, then one connection per linked cluster). gRPC health turns
+SERVING and `/ready` turns ready once the local cache has synced and the link
+Secrets have been listed; Gets that arrive earlier wait for that (bounded)
+rather than see an empty cache. Remote clusters never hold readiness back: a
+linked cluster that is down is that cluster's problem, shown in its status.
 
 Shutdown (SIGTERM or SIGINT): health turns NOT_SERVING, every stream's queue
 is closed so handlers finish with OK after writing what they hold, the gRPC
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from contextlib import AsyncExitStack
 
 import structlog
@@ -23,6 +27,8 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from discovery.cluster import ClusterCache
+from discovery.cluster_store import ClusterStore, ClusterStoreCollector, StalenessPolicy
+from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName
 
@@ -31,6 +37,7 @@ from .broadcast import Broadcasts
 from .config import ServerConfig
 from .encode import MeshSettings, http2_params_from_json
 from .get import GetHandler
+from .members import Planner
 from .metrics import DestinationMetrics
 from .server import SERVICE_NAME, build_server
 
@@ -63,6 +70,22 @@ def mesh_settings(config: ServerConfig) -> MeshSettings:
     )
 
 
+async def _watch_all(
+    local: ClusterCache, connection: Connection, store: ClusterStore | None
+) -> None:
+    """The local watches, the local sync mark and the cluster store, until cancelled."""
+
+    async def mark_local_synced() -> None:
+        await connection.synced.wait()
+        local.mark_synced(took_s=time.time() - connection.started_at)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(connection.run(), name="local watches")
+        group.create_task(mark_local_synced(), name="local sync")
+        if store is not None:
+            group.create_task(store.run(), name="cluster store")
+
+
 async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT (or until `stop` is set, for tests)."""
     loop = asyncio.get_running_loop()
@@ -82,24 +105,54 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
         exits.push_async_callback(api.close)
         local = ClusterCache(
             name=ClusterName(config.cluster_name),
-            api=api,
             metrics=discovery_metrics,
             default_opaque_ports=config.default_opaque_ports,
             enable_ipv6=config.enable_ipv6,
         )
-        admin = AdminServer(registry=registry, ready=lambda: local.synced)
+        connection = Connection(
+            cluster=local.name,
+            api=api,
+            kinds=LOCAL_KINDS,
+            sink=local.apply,
+            metrics=discovery_metrics,
+        )
+        store = None
+        if config.enable_remote_discovery:
+            store = ClusterStore(
+                local_api=api,
+                namespace=config.controller_namespace,
+                local_name=config.cluster_name,
+                metrics=discovery_metrics,
+                default_opaque_ports=config.default_opaque_ports,
+                enable_ipv6=config.enable_ipv6,
+                staleness=StalenessPolicy(config.remote_withdraw_after_s or None),
+            )
+            registry.register(ClusterStoreCollector(store))
+
+        def ready() -> bool:
+            return local.synced and (store is None or store.synced)
+
+        def cluster_statuses() -> list[dict[str, object]]:
+            return [status.to_json() for status in store.statuses()] if store is not None else []
+
+        admin = AdminServer(registry=registry, ready=ready, clusters=cluster_statuses)
         await admin.start(config.admin.host, config.admin.port)
         exits.push_async_callback(admin.stop)
 
+        planner = Planner(local=local, store=store, mesh=mesh_settings(config))
         broadcasts = Broadcasts(
             queue_capacity=config.stream_queue_capacity,
             stuck_deadline_s=config.stream_stuck_deadline_s,
             metrics=metrics,
+            planner=planner.plan,
         )
+        local.add_service_listener(broadcasts.services_changed)
+        if store is not None:
+            store.add_listener(broadcasts.clusters_changed)
         get = GetHandler(
             local=local,
+            store=store,
             broadcasts=broadcasts,
-            mesh=mesh_settings(config),
             cluster_domain=config.cluster_domain,
             metrics=metrics,
         )
@@ -116,10 +169,12 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
             cluster=config.cluster_name,
         )
 
-        watches = asyncio.create_task(local.run(), name="local cluster watches")
+        watches = asyncio.create_task(_watch_all(local, connection, store), name="cluster watches")
 
         async def mark_serving() -> None:
             await local.wait_synced()
+            if store is not None:
+                await store.wait_synced()
             for service in ("", SERVICE_NAME):
                 await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 

@@ -149,6 +149,8 @@ _STRING_FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     "stream_stuck_deadline_s": ("SECONDS", _seconds),
     "meshed_http2_client_params": ("JSON", parse_http2_client_params),
     "ext_endpoint_zone_weights": ("BOOL", _boolean),
+    "enable_remote_discovery": ("BOOL", _boolean),
+    "remote_withdraw_after_s": ("SECONDS", _seconds),
     "log_level": ("{debug,info,warning,error,critical}", _text),
     "log_format": ("{json,console}", _text),
     "shutdown_grace_s": ("SECONDS", _seconds),

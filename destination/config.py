@@ -323,6 +323,25 @@ class ServerConfig:
             "help": "Experimental: multiply the weight of endpoints in the client's zone by 10."
         },
     )
+    enable_remote_discovery: bool = field(
+        default=True,
+        metadata={
+            "help": "Link remote clusters from the credentials Secrets (type "
+            "mirror.linkerd.io/remote-kubeconfig) in the controller namespace, for "
+            "remote-discovery mirrors and federated services. Needs list/watch on Secrets "
+            "there."
+        },
+    )
+    remote_withdraw_after_s: float = field(
+        default=0.0,
+        metadata={
+            "help": "Staleness policy for a linked cluster whose API server cannot be reached: "
+            "0 keeps its last known endpoints until it returns; N > 0 withdraws them (streams "
+            "get Removes) once it has been unreachable for N seconds, and sends them again "
+            "when it is back.",
+            "default_text": "0 (keep)",
+        },
+    )
     log_level: str = field(
         default="info",
         metadata={"help": f"Least severe log level written: {', '.join(LOG_LEVELS)}."},
@@ -383,6 +402,7 @@ class ServerConfig:
             self, "log_format", _enum_member(LogFormat, "log_format", self.log_format)
         )
         _check_seconds("shutdown_grace_s", self.shutdown_grace_s, allow_zero=True)
+        _check_seconds("remote_withdraw_after_s", self.remote_withdraw_after_s, allow_zero=True)
 
     @property
     def listen(self) -> HostPort:

@@ -1,9 +1,13 @@
-"""The `Get` RPC: resolve the authority, attach to the view's broadcast, stream.
+"""The `Get` RPC: resolve the authority, attach to the target's broadcast, stream.
 
 Errors are answered up front with the reference's status codes (§5.1):
 INVALID_ARGUMENT for a malformed authority, an IP, or an ExternalName
-service; NOT_FOUND for an unknown service; UNAVAILABLE while the local cache
-has not synced yet (instead of answering from an empty cache). After that the
+service; NOT_FOUND for an unknown service or an unlinked remote cluster;
+FAILED_PRECONDITION for a remote-discovery mirror without its remote service
+name; UNAVAILABLE while the local cache or the link Secrets have not been
+listed yet (instead of answering from an empty cache). The mode (local,
+remote, federated) chosen here only labels the stream's metrics: which
+members serve it is re-planned as the Service and the links change. After that the
 handler only moves bytes: it writes the view's cached initial message, then
 whatever its queue yields, until the client goes away (the handler task is
 cancelled, and `finally` detaches it) or the server shuts down (the queue is
@@ -20,13 +24,13 @@ import grpc
 import structlog
 
 from discovery.cluster import ClusterCache
-from discovery.models import ServiceRef
-from discovery.topics import ViewKey
+from discovery.cluster_store import ClusterState, ClusterStore
+from discovery.models import ServiceInfo, ServiceRef
 
 from ._proto import destination_pb2 as pb
 from .authority import InvalidAuthority, parse_context_token, parse_get_target
 from .broadcast import Broadcasts
-from .encode import EncodeContext, MeshSettings
+from .members import Mode, StreamTarget, mode_of
 from .metrics import DestinationMetrics
 from .stream_queue import StreamClosed
 
@@ -39,15 +43,15 @@ class GetHandler:
         self,
         *,
         local: ClusterCache,
+        store: ClusterStore | None,
         broadcasts: Broadcasts,
-        mesh: MeshSettings,
         cluster_domain: str,
         metrics: DestinationMetrics,
         sync_timeout_s: float = 10.0,
     ) -> None:
         self._local = local
+        self._store = store
         self._broadcasts = broadcasts
-        self._mesh = mesh
         self._cluster_domain = cluster_domain
         self._metrics = metrics
         self._sync_timeout_s = sync_timeout_s
@@ -58,24 +62,14 @@ class GetHandler:
     ) -> AsyncIterator[bytes]:
         stream_log = log.bind(stream=next(_stream_ids), path=request.path, peer=context.peer())
         try:
-            target = parse_get_target(request.path, cluster_domain=self._cluster_domain)
+            parsed = parse_get_target(request.path, cluster_domain=self._cluster_domain)
         except InvalidAuthority as err:
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err), stream_log)
         token, token_problem = parse_context_token(request.context_token)
         if token_problem:
             stream_log.info("context_token_ignored", reason=token_problem)
-        if not self._local.synced:
-            try:
-                async with asyncio.timeout(self._sync_timeout_s):
-                    await self._local.wait_synced()
-            except TimeoutError:
-                await self._abort(
-                    context,
-                    grpc.StatusCode.UNAVAILABLE,
-                    "discovery cache is not synced yet",
-                    stream_log,
-                )
-        service = ServiceRef(target.service.namespace, target.service.name)
+        await self._wait_synced(context, stream_log)
+        service = ServiceRef(parsed.service.namespace, parsed.service.name)
         info = self._local.index.services.get(service)
         if info is None:
             await self._abort(
@@ -85,47 +79,23 @@ class GetHandler:
                 stream_log,
             )
         assert info is not None
-        if info.federated_local is not None or info.federated_remote is not None:
-            await self._abort(
-                context,
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"federated service {service} is not supported yet",
-                stream_log,
-            )
-        if info.remote_discovery_cluster is not None:
-            if not info.remote_service:
-                await self._abort(
-                    context,
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"Remote discovery service missing remote service name {request.path}",
-                    stream_log,
-                )
-            await self._abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"Remote cluster not found: {info.remote_discovery_cluster}",
-                stream_log,
-            )
-        if info.is_external_name:
-            await self._abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Invalid authority: {request.path}",
-                stream_log,
-            )
+        mode = mode_of(info)
+        problem = self._refusal(info, mode, request.path)
+        if problem is not None:
+            await self._abort(context, problem[0], problem[1], stream_log)
 
-        view = ViewKey(hostname=target.service.hostname, node_name=token.node_name, filtering=True)
-        broadcast, queue, initial = self._broadcasts.open_stream(
-            cache=self._local,
+        target = StreamTarget(
             service=service,
-            port=target.port,
-            view=view,
-            context=self._context(target.port, token.node_name),
-            on_stuck=self._ender(context, stream_log),
+            port=parsed.port,
+            hostname=parsed.service.hostname,
+            node_name=token.node_name,
         )
-        active = self._metrics.active_streams.labels("Get", "local")
+        broadcast, queue, initial = self._broadcasts.open_stream(
+            target=target, on_stuck=self._ender(context, stream_log)
+        )
+        active = self._metrics.active_streams.labels("Get", mode.value)
         active.inc()
-        stream_log.debug("stream_opened", node=token.node_name)
+        stream_log.debug("stream_opened", node=token.node_name, mode=mode.value)
         try:
             for payload in initial:
                 yield payload
@@ -141,16 +111,55 @@ class GetHandler:
             active.dec()
             stream_log.debug("stream_closed")
 
-    def _context(self, port: int, node_name: str) -> Callable[[], EncodeContext]:
-        def build() -> EncodeContext:
-            return EncodeContext(
-                mesh=self._mesh,
-                requested_port=port,
-                subscriber_zone=self._local.index.node_zone(node_name),
-                trust_domain=self._mesh.trust_domain,
+    async def _wait_synced(
+        self, context: grpc.aio.ServicerContext, stream_log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Answer from a listed cache only: the local objects and the link Secrets."""
+        if self._local.synced and (self._store is None or self._store.synced):
+            return
+        try:
+            async with asyncio.timeout(self._sync_timeout_s):
+                await self._local.wait_synced()
+                if self._store is not None:
+                    await self._store.wait_synced()
+        except TimeoutError:
+            await self._abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "discovery cache is not synced yet",
+                stream_log,
             )
 
-        return build
+    def _refusal(
+        self, info: ServiceInfo, mode: Mode, path: str
+    ) -> tuple[grpc.StatusCode, str] | None:
+        """Why a Get of this Service cannot start (reference §5.1), or None."""
+        if mode is Mode.FEDERATED:
+            return None
+        if mode is Mode.REMOTE:
+            cluster = info.remote_discovery_cluster or ""
+            if not info.remote_service:
+                return (
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Remote discovery service missing remote service name {path}",
+                )
+            remote = self._store.get(cluster) if self._store is not None else None
+            if remote is None:
+                return grpc.StatusCode.NOT_FOUND, f"Remote cluster not found: {cluster}"
+            if remote.state is ClusterState.INVALID:
+                return (
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Remote cluster not usable: {cluster}: {remote.error}",
+                )
+            remote_info = remote.cache.index.services.get(
+                ServiceRef(info.ref.namespace, info.remote_service)
+            )
+            if remote_info is not None and remote_info.is_external_name:
+                return grpc.StatusCode.INVALID_ARGUMENT, f"Invalid authority: {path}"
+            return None
+        if info.is_external_name:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"Invalid authority: {path}"
+        return None
 
     def _ender(
         self,

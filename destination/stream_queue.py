@@ -20,29 +20,29 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from discovery.topics import AddressSnapshot
-
-CatchUp = Callable[[AddressSnapshot, AddressSnapshot], tuple[bytes, ...]]
+# What a stream has been sent: immutable and shared, compared by identity only.
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
-class QueueItem:
+class QueueItem(Generic[S]):
     payloads: tuple[bytes, ...]
-    snapshot: AddressSnapshot  # the view's state once these payloads are applied
+    snapshot: S  # the broadcast's state once these payloads are applied
 
 
 class StreamClosed(Exception):
     """The stream was closed by the server (shutdown, or its source went away)."""
 
 
-class StreamQueue:
+class StreamQueue(Generic[S]):
     def __init__(
         self,
         *,
         capacity: int,
-        delivered: AddressSnapshot,
-        catch_up: CatchUp,
+        delivered: S,
+        catch_up: Callable[[S, S], tuple[bytes, ...]],
         stuck_deadline_s: float,
         on_overflow: Callable[[], None],
         on_stuck: Callable[[], None],
@@ -50,9 +50,9 @@ class StreamQueue:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
         self._capacity = capacity
-        self._items: deque[QueueItem] = deque()
+        self._items: deque[QueueItem[S]] = deque()
         self._delivered = delivered
-        self._latest: AddressSnapshot | None = None  # set while lagging
+        self._latest: S | None = None  # set while lagging
         self._catch_up = catch_up
         self._stuck_deadline_s = stuck_deadline_s
         self._on_overflow = on_overflow
@@ -69,7 +69,7 @@ class StreamQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def offer(self, item: QueueItem) -> None:
+    def offer(self, item: QueueItem[S]) -> None:
         """Enqueue without blocking; on overflow switch to catch-up mode."""
         if self._closed:
             return

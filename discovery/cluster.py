@@ -1,42 +1,40 @@
-"""One cluster's discovery: API client, reflectors, index and topics together.
+"""One cluster's discovery state: index and topics, fed by a connection's events.
 
-The local cluster and (later) each remote cluster are a `ClusterCache`, so
-local, remote and federated lookups share one code path: `topics.subscribe`.
-Events from every reflector go through `apply`, which updates the index at
-once and marks the affected services. The refresh of their topics runs as soon
-as the event loop is free (`call_soon`): the events a watch has already
-buffered (a rollout delivers them in bursts) are all applied first, and each
-affected service is rebuilt once for the burst instead of once per event.
-No stream can observe a batch half-applied. The latency histogram measures
-from the first event of a batch to the last enqueue of its fan-out.
+The local cluster and each remote cluster are a `ClusterCache`, so local,
+remote and federated lookups share one code path: `topics.subscribe`. The
+cache does not own its API client: a `Connection` (connection.py) feeds it,
+and credential rotation swaps connections under a cache that stays, so
+subscriptions survive rotation untouched.
+
+Events go through `apply`, which updates the index at once and marks the
+affected services. The refresh of their topics runs as soon as the event loop
+is free (`call_soon`): the events a watch has already buffered (a rollout
+delivers them in bursts) are all applied first, and each affected service is
+rebuilt once for the burst instead of once per event. No stream can observe a
+batch half-applied. The latency histogram measures from the first event of a
+batch to the last enqueue of its fan-out. Service listeners (membership of
+federated and remote-discovery streams) hear of the same batch right after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 
 import structlog
-from kubernetes_asyncio.client import ApiClient
 
 from .index import ClusterIndex
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ServiceRef
 from .ports import PortSet
-from .reflector import Deleted, Listed, Reflector, ReflectorEvent
+from .reflector import Deleted, Listed, ReflectorEvent
 from .topics import Topics
 
 log = structlog.get_logger("discovery.cluster")
 
-LOCAL_KINDS = (
-    Kind.SERVICE,
-    Kind.ENDPOINT_SLICE,
-    Kind.POD,
-    Kind.NODE,
-    Kind.REPLICA_SET,
-    Kind.JOB,
-)
+ServiceListener = Callable[[set[ServiceRef]], None]
 
 
 class ClusterCache:
@@ -44,11 +42,9 @@ class ClusterCache:
         self,
         *,
         name: ClusterName,
-        api: ApiClient,
         metrics: DiscoveryMetrics,
         default_opaque_ports: PortSet,
         enable_ipv6: bool,
-        kinds: Iterable[Kind] = LOCAL_KINDS,
     ) -> None:
         self.name = name
         self.index = ClusterIndex()
@@ -56,13 +52,10 @@ class ClusterCache:
             self.index, default_opaque_ports=default_opaque_ports, enable_ipv6=enable_ipv6
         )
         self._metrics = metrics
-        self.reflectors = [
-            Reflector(cluster=name, kind=kind, api=api, on_event=self.apply, metrics=metrics)
-            for kind in kinds
-        ]
         self._synced = asyncio.Event()
         self._pending: set[ServiceRef] = set()
         self._pending_since: float | None = None
+        self._service_listeners: list[ServiceListener] = []
 
     @property
     def synced(self) -> bool:
@@ -71,25 +64,21 @@ class ClusterCache:
     async def wait_synced(self) -> None:
         await self._synced.wait()
 
-    async def run(self) -> None:
-        """Run every reflector until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for reflector in self.reflectors:
-                group.create_task(reflector.run(), name=f"reflector {self.name}/{reflector.kind}")
-            group.create_task(self.track_sync(), name=f"sync {self.name}")
-
-    async def track_sync(self) -> None:
-        """Mark the cluster synced once every reflector has listed (run() runs it)."""
-        started = time.perf_counter()
-        await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
+    def mark_synced(self, *, took_s: float | None = None) -> None:
+        """Called once the feeding connection has listed every kind."""
+        if self._synced.is_set():
+            return
         self._synced.set()
         self._metrics.cluster_synced.labels(self.name).set(1)
         log.info(
             "cluster_synced",
             cluster=self.name,
-            took_s=round(time.perf_counter() - started, 3),
-            objects={k.value: n for k, n in self.index.sizes().items()},
+            took_s=None if took_s is None else round(took_s, 3),
+            objects={k.value: n for k, n in self.index.sizes().items() if n},
         )
+
+    def add_service_listener(self, listener: ServiceListener) -> None:
+        self._service_listeners.append(listener)
 
     def apply(self, event: ReflectorEvent, received: float) -> None:
         """Apply one event from a reflector (or from a test feeding events itself)."""
@@ -109,9 +98,20 @@ class ClusterCache:
             self.index.sizes()[event.kind]
         )
 
+    def forget_metrics(self) -> None:
+        """An unlinked cluster's gauges go away with it."""
+        for kind in Kind:
+            with contextlib.suppress(KeyError):
+                self._metrics.cache_size.remove(self.name, kind.value)
+        for gauge in (self._metrics.cluster_synced, self._metrics.topics):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.name)
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, set()
         since, self._pending_since = self._pending_since, None
         if self.topics.refresh(pending) and since is not None:
             # Only batches that reached subscribers: the fan-out share that is ours.
             self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - since)
+        for listener in self._service_listeners:
+            listener(pending)

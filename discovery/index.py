@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from .models import (
+    ClusterCredentials,
     Kind,
     NodeInfo,
     ObjectRef,
@@ -106,6 +107,8 @@ class ClusterIndex:
         if isinstance(record, NodeInfo):
             self.nodes[record.name] = record
             return set()
+        if isinstance(record, ClusterCredentials):
+            raise TypeError("link Secrets belong to the cluster store, not to an index")
         return self._upsert_workload_owner(record)
 
     def delete(self, kind: Kind, ref: ObjectRef) -> set[ServiceRef]:
@@ -121,6 +124,8 @@ class ClusterIndex:
             return set(self._services_by_pod.get(ref, ()))
         if kind is Kind.NODE:
             self.nodes.pop(ref.name, None)
+            return set()
+        if kind is Kind.SECRET:
             return set()
         table = self.replica_sets if kind is Kind.REPLICA_SET else self.jobs
         if table.pop(ref, None) is None:
@@ -149,6 +154,8 @@ class ClusterIndex:
             return list(self.pods)
         if kind is Kind.NODE:
             return [ObjectRef("", name) for name in self.nodes]
+        if kind is Kind.SECRET:
+            return []
         return list(self.replica_sets if kind is Kind.REPLICA_SET else self.jobs)
 
     def _add_slice(self, info: SliceInfo) -> None:

@@ -80,3 +80,20 @@ class DiscoveryMetrics:
             ["cluster"],
             registry=registry,
         )
+        self.cluster_store_size = Gauge(
+            "cluster_store_size",
+            "Remote clusters linked by a credentials Secret (valid or not).",
+            registry=registry,
+        )
+        self.links_rejected = Counter(
+            "cluster_links_rejected_total",
+            "Link Secrets ignored: naming the local cluster, or a cluster already linked.",
+            ["reason"],
+            registry=registry,
+        )
+        self.credential_rotations = Counter(
+            "remote_cluster_credential_rotations_total",
+            "Credential updates of linked clusters, applied or rejected.",
+            ["cluster", "result"],
+            registry=registry,
+        )

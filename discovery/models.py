@@ -48,6 +48,7 @@ class Kind(enum.Enum):
     NODE = "Node"
     REPLICA_SET = "ReplicaSet"
     JOB = "Job"
+    SECRET = "Secret"  # link credentials, in the controller namespace only
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,24 @@ class WorkloadOwner:
     kind: Kind  # REPLICA_SET or JOB
     ref: ObjectRef
     owner: OwnerRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterCredentials:
+    """A link Secret: how to reach one remote cluster, and how to name its pods.
+
+    `problem` says why the Secret cannot be used (a missing key or annotation);
+    such a Secret is still recorded, so that the cluster's status shows the
+    reason instead of the cluster silently not existing.
+    """
+
+    ref: ObjectRef  # the Secret
+    cluster: ClusterName
+    trust_domain: str
+    cluster_domain: str
+    kubeconfig: bytes = field(repr=False)
+    problem: str | None = None
+    resource_version: str = field(default="", compare=False)
 
 
 class IpFamily(enum.Enum):

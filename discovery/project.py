@@ -7,12 +7,16 @@ counts an `Invalid` and carries on, so one broken object never stops a watch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .models import (
+    ClusterCredentials,
+    ClusterName,
     ContainerPort,
     Kind,
     NodeInfo,
@@ -45,6 +49,11 @@ MIRROR_CLUSTER_LABEL = "mirror.linkerd.io/cluster-name"
 REMOTE_DISCOVERY = "multicluster.linkerd.io/remote-discovery"
 REMOTE_SERVICE_LABEL = "multicluster.linkerd.io/remote-service"
 LOCAL_DISCOVERY = "multicluster.linkerd.io/local-discovery"
+CREDENTIALS_SECRET_TYPE = "mirror.linkerd.io/remote-kubeconfig"
+CLUSTER_NAME_LABEL = "multicluster.linkerd.io/cluster-name"
+TRUST_DOMAIN_ANNOTATION = "multicluster.linkerd.io/trust-domain"
+CLUSTER_DOMAIN_ANNOTATION = "multicluster.linkerd.io/cluster-domain"
+KUBECONFIG_KEY = "kubeconfig"
 PROXY_CONTAINER = "linkerd-proxy"
 PROXY_INBOUND_ENV = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR"
 PROXY_ADMIN_ENV = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR"
@@ -60,7 +69,7 @@ class Invalid:
     reason: str
 
 
-Record = ServiceInfo | SliceInfo | PodInfo | NodeInfo | WorkloadOwner
+Record = ServiceInfo | SliceInfo | PodInfo | NodeInfo | WorkloadOwner | ClusterCredentials
 
 
 def _meta(raw: Raw) -> Mapping[str, Any]:
@@ -306,6 +315,48 @@ def project_workload_owner(raw: Raw, kind: Kind) -> WorkloadOwner | Invalid:
         return Invalid(kind, str(object_key(raw)), f"malformed {kind.value}: {err!r}")
 
 
+def project_credentials(raw: Raw) -> ClusterCredentials | Invalid:
+    """A link Secret. Unusable content becomes `problem`, reported per cluster.
+
+    Only a Secret without the cluster-name label (which the list's label
+    selector already excludes) or without metadata is Invalid: there is no
+    cluster to report it under.
+    """
+    try:
+        meta = _meta(raw)
+        labels = _strings(meta.get("labels"))
+        annotations = _strings(meta.get("annotations"))
+        cluster = labels.get(CLUSTER_NAME_LABEL, "")
+        if not cluster:
+            return Invalid(Kind.SECRET, str(_ref(raw)), f"no {CLUSTER_NAME_LABEL} label")
+        problems = []
+        if raw.get("type") != CREDENTIALS_SECRET_TYPE:
+            problems.append(f"type is {raw.get('type')!r}, not {CREDENTIALS_SECRET_TYPE!r}")
+        kubeconfig = b""
+        encoded = (raw.get("data") or {}).get(KUBECONFIG_KEY)
+        if not encoded:
+            problems.append(f"data key {KUBECONFIG_KEY!r} is missing or empty")
+        else:
+            try:
+                kubeconfig = base64.b64decode(str(encoded), validate=True)
+            except (binascii.Error, ValueError):
+                problems.append(f"data key {KUBECONFIG_KEY!r} is not valid base64")
+        for annotation in (TRUST_DOMAIN_ANNOTATION, CLUSTER_DOMAIN_ANNOTATION):
+            if not annotations.get(annotation):
+                problems.append(f"annotation {annotation} is missing")
+        return ClusterCredentials(
+            ref=_ref(raw),
+            cluster=ClusterName(cluster),
+            trust_domain=annotations.get(TRUST_DOMAIN_ANNOTATION, ""),
+            cluster_domain=annotations.get(CLUSTER_DOMAIN_ANNOTATION, ""),
+            kubeconfig=kubeconfig,
+            problem="; ".join(problems) or None,
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        return Invalid(Kind.SECRET, str(object_key(raw)), f"malformed Secret: {err!r}")
+
+
 def project(kind: Kind, raw: Raw) -> Record | Invalid:
     """Dispatch on kind; the reflector's single entry point."""
     if kind is Kind.SERVICE:
@@ -316,4 +367,6 @@ def project(kind: Kind, raw: Raw) -> Record | Invalid:
         return project_pod(raw)
     if kind is Kind.NODE:
         return project_node(raw)
+    if kind is Kind.SECRET:
+        return project_credentials(raw)
     return project_workload_owner(raw, kind)

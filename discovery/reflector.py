@@ -19,7 +19,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,12 @@ LIST_PATHS: dict[Kind, str] = {
     Kind.REPLICA_SET: "/apis/apps/v1/replicasets",
     Kind.JOB: "/apis/batch/v1/jobs",
 }
+
+
+def secrets_path(namespace: str) -> str:
+    """Secrets are only ever read in one namespace (the controller's)."""
+    return f"/api/v1/namespaces/{namespace}/secrets"
+
 
 # ReplicaSets, Jobs and Nodes: only their metadata is read, so ask for that.
 _METADATA_ONLY = frozenset({Kind.REPLICA_SET, Kind.JOB, Kind.NODE})
@@ -84,8 +90,16 @@ class WatchExpired(Exception):
 
 class ApiError(Exception):
     def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:300]}")
+        super().__init__(f"HTTP {status}{_STATUS_HINTS.get(status, '')}: {body[:300]}")
         self.status = status
+
+
+_STATUS_HINTS = {
+    401: " (unauthorized: the credentials were rejected)",
+    403: " (forbidden: the credentials lack list/watch permission)",
+}
+
+HealthCallback = Callable[["Reflector", str | None], None]
 
 
 class Reflector:
@@ -99,15 +113,25 @@ class Reflector:
         api: ApiClient,
         on_event: Callable[[ReflectorEvent, float], None],
         metrics: DiscoveryMetrics,
+        path: str | None = None,
+        selectors: Sequence[tuple[str, str]] = (),
+        on_health: HealthCallback | None = None,
     ) -> None:
         self.cluster = cluster
         self.kind = kind
         self._api = api
         self._on_event = on_event
         self._metrics = metrics
+        self._path = path or LIST_PATHS[kind]
+        self._selectors = list(selectors)
+        self._on_health = on_health
         self._log = log.bind(cluster=cluster, kind=kind.value)
         self.synced = asyncio.Event()
         self.last_error: str | None = None
+
+    def retarget(self, on_event: Callable[[ReflectorEvent, float], None]) -> None:
+        """Send later events elsewhere (a staged connection going live)."""
+        self._on_event = on_event
 
     async def run(self) -> None:
         backoff = BACKOFF_INITIAL_S
@@ -116,7 +140,11 @@ class Reflector:
             try:
                 version = await self._list()
                 backoff = BACKOFF_INITIAL_S
+                if self.last_error is not None:
+                    self._log.info("watch_recovered")
                 self.last_error = None
+                if self._on_health is not None:
+                    self._on_health(self, None)
                 while True:
                     version = await self._watch(version)
             except WatchExpired:
@@ -124,11 +152,21 @@ class Reflector:
                 self._log.info("watch_expired_relisting")
             except (aiohttp.ClientError, TimeoutError, ApiError, OSError, ValueError) as err:
                 reason = type(err).__name__
-                self.last_error = str(err) or reason
-                self._log.warning("watch_failed", error=self.last_error, retry_in_s=backoff)
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                await self._failed(str(err) or reason, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            except Exception as err:  # a client bug must not end this cluster's watches
+                reason = "unexpected"
+                self._log.exception("watch_failed_unexpectedly")
+                await self._failed(f"{type(err).__name__}: {err}", backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
             self._metrics.watch_restarts.labels(self.cluster, self.kind.value, reason).inc()
+
+    async def _failed(self, error: str, backoff: float) -> None:
+        self.last_error = error
+        self._log.warning("watch_failed", error=error, retry_in_s=round(backoff, 2))
+        if self._on_health is not None:
+            self._on_health(self, error)
+        await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
 
     async def _request(self, query: list[tuple[str, Any]], *, watch: bool) -> Any:
         accept = "application/json"
@@ -140,9 +178,9 @@ class Reflector:
             else aiohttp.ClientTimeout(total=60)
         )
         return await self._api.call_api(
-            LIST_PATHS[self.kind],
+            self._path,
             "GET",
-            query_params=query,
+            query_params=[*query, *self._selectors],
             header_params={"Accept": accept},
             auth_settings=["BearerToken"],
             _preload_content=False,

@@ -24,6 +24,10 @@ SUBJECT = f"system:serviceaccount:{NAMESPACE}:destination"
 
 
 def service_account_kubeconfig(kube: Kube, directory: Path) -> Path:
+    # The controller namespace, where link Secrets live, exists before our manifest.
+    namespaces = kube.cluster.kubectl("get", "namespaces", "-o", "name").split()
+    if "namespace/linkerd" not in namespaces:
+        kube.cluster.kubectl("create", "namespace", "linkerd")
     kube.cluster.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "destination.yaml"))
     token = kube.cluster.kubectl(
         "create", "token", "destination", "-n", NAMESPACE, "--duration=1h"
@@ -72,7 +76,8 @@ async def test_the_server_runs_with_exactly_the_deployed_role(
         pytest.param("watch", "pods", True, id="watch-pods"),
         pytest.param("list", "endpointslices.discovery.k8s.io", True, id="list-slices"),
         pytest.param("watch", "replicasets.apps", True, id="watch-replicasets"),
-        pytest.param("list", "secrets", False, id="no-secrets"),
+        pytest.param("list", "secrets", False, id="no-secrets-cluster-wide"),
+        pytest.param("get", "secrets", False, id="no-secret-reads-by-name"),
         pytest.param("create", "pods", False, id="no-writes"),
         pytest.param("delete", "endpointslices.discovery.k8s.io", False, id="no-deletes"),
     ],
@@ -82,3 +87,20 @@ def test_the_role_only_reads_what_discovery_watches(
 ) -> None:
     service_account_kubeconfig(east, tmp_path)
     assert can_i(east, verb, resource, "-A") is allowed
+
+
+@pytest.mark.parametrize(
+    ("verb", "namespace", "allowed"),
+    [
+        pytest.param("watch", "linkerd", True, id="watch-links"),
+        pytest.param("list", "linkerd", True, id="list-links"),
+        pytest.param("get", "linkerd", False, id="no-get"),
+        pytest.param("create", "linkerd", False, id="no-create"),
+        pytest.param("list", "default", False, id="not-elsewhere"),
+    ],
+)
+def test_link_secrets_are_readable_in_the_controller_namespace_only(
+    east: Kube, tmp_path: Path, verb: str, namespace: str, allowed: bool
+) -> None:
+    service_account_kubeconfig(east, tmp_path)
+    assert can_i(east, verb, "secrets", "-n", namespace) is allowed

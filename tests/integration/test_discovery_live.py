@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from discovery.cluster import ClusterCache
+from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, ServiceRef
 from discovery.ports import PortSet
@@ -39,14 +40,24 @@ class RecordingSink:
 @pytest.fixture
 async def east_cache(east: Kube) -> AsyncIterator[ClusterCache]:
     api = await new_api_client(east.cluster.kubeconfig)
+    metrics = DiscoveryMetrics(CollectorRegistry())
     cache = ClusterCache(
         name=ClusterName("east"),
-        api=api,
-        metrics=DiscoveryMetrics(CollectorRegistry()),
+        metrics=metrics,
         default_opaque_ports=PortSet.EMPTY,
         enable_ipv6=True,
     )
-    task = asyncio.create_task(cache.run())
+    connection = Connection(
+        cluster=cache.name, api=api, kinds=LOCAL_KINDS, sink=cache.apply, metrics=metrics
+    )
+
+    async def watch() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(connection.run())
+            await connection.synced.wait()
+            cache.mark_synced()
+
+    task = asyncio.create_task(watch())
     try:
         async with asyncio.timeout(30):
             await cache.wait_synced()

@@ -23,9 +23,11 @@ from destination._proto import destination_pb2 as pb
 from destination.broadcast import Broadcasts
 from destination.encode import MeshSettings
 from destination.get import GetHandler
+from destination.members import Planner
 from destination.metrics import DestinationMetrics
 from destination.server import build_server
 from discovery.cluster import ClusterCache
+from discovery.connection import LOCAL_KINDS
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind
 from discovery.ports import PortSet
@@ -91,7 +93,6 @@ async def start_world(*, capacity: int, stuck_deadline_s: float) -> AsyncIterato
     registry = CollectorRegistry()
     cache = ClusterCache(
         name=ClusterName("local"),
-        api=None,  # type: ignore[arg-type]  # events come from the test, not reflectors
         metrics=DiscoveryMetrics(registry),
         default_opaque_ports=PortSet.EMPTY,
         enable_ipv6=True,
@@ -102,28 +103,31 @@ async def start_world(*, capacity: int, stuck_deadline_s: float) -> AsyncIterato
             "spec": {"ports": [{"name": "http", "port": 80}]},
         }
     )
-    for kind in Kind:
+    for kind in LOCAL_KINDS:
         records = {
             Kind.SERVICE: (service,),
             Kind.ENDPOINT_SLICE: (project_slice(slice_raw(0)),),
         }.get(kind, ())
         cache.apply(Listed(kind, records), time.perf_counter())  # type: ignore[arg-type]
-    for reflector in cache.reflectors:
-        reflector.synced.set()
-    await cache.track_sync()
+    cache.mark_synced()
     metrics = DestinationMetrics(registry)
-    broadcasts = Broadcasts(
-        queue_capacity=capacity, stuck_deadline_s=stuck_deadline_s, metrics=metrics
+    mesh = MeshSettings(
+        controller_namespace="linkerd",
+        trust_domain="cluster.local",
+        enable_h2_upgrade=True,
+        force_opaque_transport=True,
     )
+    broadcasts = Broadcasts(
+        queue_capacity=capacity,
+        stuck_deadline_s=stuck_deadline_s,
+        metrics=metrics,
+        planner=Planner(local=cache, store=None, mesh=mesh).plan,
+    )
+    cache.add_service_listener(broadcasts.services_changed)
     get = GetHandler(
         local=cache,
+        store=None,
         broadcasts=broadcasts,
-        mesh=MeshSettings(
-            controller_namespace="linkerd",
-            trust_domain="cluster.local",
-            enable_h2_upgrade=True,
-            force_opaque_transport=True,
-        ),
         cluster_domain="cluster.local",
         metrics=metrics,
     )

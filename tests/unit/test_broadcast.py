@@ -13,7 +13,6 @@ stuck-stream callback.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,8 +21,9 @@ from prometheus_client import CollectorRegistry
 import destination.broadcast as broadcast_module
 from destination import encode
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcast, Broadcasts
-from destination.encode import EncodeContext, MeshSettings
+from destination.broadcast import Broadcast, Broadcasts, StreamSnapshot
+from destination.encode import MeshSettings
+from destination.members import Planner, StreamTarget
 from destination.metrics import DestinationMetrics
 from destination.stream_queue import StreamClosed, StreamQueue
 from discovery.cluster import ClusterCache
@@ -52,48 +52,49 @@ class Env:
         self.metrics = DestinationMetrics(self.registry)
         self.cache = ClusterCache(
             name=ClusterName("east"),
-            api=None,  # type: ignore[arg-type]  # its reflectors never run
             metrics=DiscoveryMetrics(CollectorRegistry()),
             default_opaque_ports=PortSet.EMPTY,
             enable_ipv6=True,
         )
+        self.planner = Planner(local=self.cache, store=None, mesh=MESH)
         self.broadcasts = Broadcasts(
-            queue_capacity=capacity, stuck_deadline_s=DEADLINE_S, metrics=self.metrics
+            queue_capacity=capacity,
+            stuck_deadline_s=DEADLINE_S,
+            metrics=self.metrics,
+            planner=self.planner.plan,
         )
-        self.contexts_built = 0
         self.stuck: list[str] = []
+
+    def _refresh(self, affected: set[ServiceRef]) -> None:
+        self.cache.topics.refresh(affected)
+        self.broadcasts.services_changed(affected)
 
     def apply(self, *raws: dict[str, Any], kind: Kind | None = None) -> None:
         for raw in raws:
-            self.cache.topics.refresh(self.cache.index.upsert(b.projected(raw, kind)))
+            self._refresh(self.cache.index.upsert(b.projected(raw, kind)))
 
     def delete(self, kind: Kind, name: str) -> None:
-        self.cache.topics.refresh(self.cache.index.delete(kind, ObjectRef(b.NS, name)))
-
-    def context(self, port: int) -> Callable[[], EncodeContext]:
-        def build() -> EncodeContext:
-            self.contexts_built += 1
-            return EncodeContext(
-                mesh=MESH, requested_port=port, subscriber_zone="", trust_domain="cluster.local"
-            )
-
-        return build
+        self._refresh(self.cache.index.delete(kind, ObjectRef(b.NS, name)))
 
     def open(
         self, port: int = 80, view: ViewKey = EVERYONE, name: str = "stream"
-    ) -> tuple[Broadcast, StreamQueue, tuple[bytes, ...]]:
-        return self.broadcasts.open_stream(
-            cache=self.cache,
-            service=WEB,
-            port=port,
-            view=view,
-            context=self.context(port),
-            on_stuck=lambda: self.stuck.append(name),
+    ) -> tuple[Broadcast, StreamQueue[StreamSnapshot], tuple[bytes, ...]]:
+        target = StreamTarget(
+            service=WEB, port=port, hostname=view.hostname, node_name=view.node_name
         )
+        return self.broadcasts.open_stream(target=target, on_stuck=lambda: self.stuck.append(name))
 
     def sample(self, name: str) -> float:
         value = self.registry.get_sample_value(name)
         return 0.0 if value is None else value
+
+
+def addresses(broadcast: Broadcast) -> dict[tuple[str, int], object]:
+    """Every address the broadcast's members hold."""
+    held: dict[tuple[str, int], object] = {}
+    for state in broadcast.snapshot.members.values():
+        held.update(state.snapshot.addresses)
+    return held
 
 
 def web_pods(count: int) -> list[dict[str, Any]]:
@@ -194,7 +195,7 @@ async def test_the_broadcast_follows_the_view_snapshot() -> None:
     env.apply(web_slice(2))
     (item_payloads,) = decode(await take(queue))
     assert item_payloads == ("remove", ["10.0.0.1:8080"])
-    assert list(broadcast.snapshot.addresses) == [("10.0.0.2", 8080)]
+    assert list(addresses(broadcast)) == [("10.0.0.2", 8080)]
 
 
 async def test_an_unchanged_event_offers_nothing() -> None:
@@ -215,7 +216,6 @@ async def test_streams_of_one_view_share_a_broadcast_and_build_its_context_once(
     assert first is second
     assert len(first.queues) == 2
     assert len(env.broadcasts) == 1
-    assert env.contexts_built == 1
     assert env.cache.topics.views() == 1
 
 
@@ -225,7 +225,6 @@ async def test_streams_of_one_view_share_a_broadcast_and_build_its_context_once(
         pytest.param(81, EVERYONE, id="other-port"),
         pytest.param(80, ViewKey(hostname="web-1"), id="other-hostname"),
         pytest.param(80, ViewKey(node_name="node-b"), id="other-node"),
-        pytest.param(80, ViewKey(filtering=False), id="other-filtering"),
     ],
 )
 async def test_other_views_get_their_own_broadcast(port: int, view: ViewKey) -> None:
@@ -234,7 +233,7 @@ async def test_other_views_get_their_own_broadcast(port: int, view: ViewKey) -> 
     other = env.open(port, view)[0]
     assert other is not first
     assert len(env.broadcasts) == 2
-    assert env.contexts_built == 2
+    assert env.cache.topics.views() == 2
 
 
 async def test_the_last_stream_closing_unsubscribes_from_topics() -> None:
@@ -272,7 +271,8 @@ async def test_closing_a_stale_broadcast_does_not_drop_its_replacement() -> None
     assert len(env.broadcasts) == 1
     env.apply(web_slice(1))
     assert len(new_queue) == 1
-    assert new.subscription is not None
+    assert len(new.members) == 1
+    assert env.cache.topics.views() == 1
 
 
 # --------------------------------------------------------------------------
@@ -304,7 +304,7 @@ async def test_one_slow_queue_overflowing_does_not_affect_the_others() -> None:
         ("add", ["10.0.0.3:8080", "10.0.0.4:8080", "10.0.0.5:8080"]),
         ("remove", ["10.0.0.1:8080", "10.0.0.2:8080"]),
     ]
-    assert broadcast.snapshot.addresses.keys() == {
+    assert addresses(broadcast).keys() == {
         ("10.0.0.3", 8080),
         ("10.0.0.4", 8080),
         ("10.0.0.5", 8080),

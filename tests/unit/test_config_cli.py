@@ -128,6 +128,8 @@ NON_DEFAULTS: dict[str, tuple[str, object]] = {
         {"keep_alive": {"interval": {"seconds": 10}}},
     ),
     "ext_endpoint_zone_weights": ("true", True),
+    "enable_remote_discovery": ("false", False),
+    "remote_withdraw_after_s": ("90", 90.0),
     "log_level": ("debug", "debug"),
     "log_format": ("console", LogFormat.CONSOLE),
     "shutdown_grace_s": ("0", 0.0),

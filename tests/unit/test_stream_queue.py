@@ -19,13 +19,15 @@ from prometheus_client import CollectorRegistry
 
 from destination._proto import destination_pb2 as pb
 from destination.broadcast import Broadcast
-from destination.encode import EncodeContext, MeshSettings, tcp_address
+from destination.encode import MeshSettings, tcp_address
+from destination.members import Planner, StreamTarget
 from destination.metrics import DestinationMetrics
 from destination.stream_queue import QueueItem, StreamClosed, StreamQueue
-from discovery.index import ClusterIndex
-from discovery.models import ServiceRef
+from discovery.cluster import ClusterCache
+from discovery.metrics import DiscoveryMetrics
+from discovery.models import ClusterName, ServiceRef
 from discovery.ports import PortSet
-from discovery.topics import AddressDiff, AddressSnapshot, Topics, ViewKey
+from discovery.topics import AddressSnapshot
 from tests.unit import builders as b
 
 DEADLINE_S = 0.05
@@ -172,23 +174,17 @@ async def test_an_empty_catch_up_sends_nothing_and_waits_for_more() -> None:
     assert await next_soon(harness.queue) == (b"p2",)
 
 
-class _Collect:
-    """A sink that keeps each new snapshot."""
-
-    def __init__(self, into: list[AddressSnapshot]) -> None:
-        self.into = into
-
-    def on_change(self, diff: AddressDiff, snapshot: AddressSnapshot) -> None:
-        self.into.append(snapshot)
-
-
 async def test_a_real_broadcast_catch_up_is_the_diff_from_delivered_to_latest() -> None:
-    index = ClusterIndex()
-    topics = Topics(index, default_opaque_ports=PortSet.EMPTY, enable_ipv6=True)
+    cache = ClusterCache(
+        name=ClusterName("east"),
+        metrics=DiscoveryMetrics(CollectorRegistry()),
+        default_opaque_ports=PortSet.EMPTY,
+        enable_ipv6=True,
+    )
     service = ServiceRef(b.NS, "web")
 
     def apply(raw: dict[str, object]) -> None:
-        topics.refresh(index.upsert(b.projected(raw)))
+        cache.topics.refresh(cache.index.upsert(b.projected(raw)))
 
     apply(b.service())
     for i in range(1, 5):
@@ -201,16 +197,13 @@ async def test_a_real_broadcast_catch_up_is_the_diff_from_delivered_to_latest() 
         enable_h2_upgrade=True,
         force_opaque_transport=False,
     )
-    changes: list[AddressSnapshot] = []
-    subscription = topics.subscribe(service=service, port=80, key=ViewKey(), sink=_Collect(changes))
+    planner = Planner(local=cache, store=None, mesh=mesh)
     broadcast = Broadcast(
-        key=("east", service, 80, ViewKey()),
-        context=EncodeContext(
-            mesh=mesh, requested_port=80, subscriber_zone="", trust_domain="cluster.local"
-        ),
+        target=StreamTarget(service=service, port=80, hostname=None, node_name=""),
+        planner=planner.plan,
         metrics=DestinationMetrics(CollectorRegistry()),
-        snapshot=subscription.initial,
     )
+    broadcast.reconcile()
     queue = StreamQueue(
         capacity=1,
         delivered=broadcast.snapshot,
@@ -226,7 +219,7 @@ async def test_a_real_broadcast_catch_up_is_the_diff_from_delivered_to_latest() 
                 endpoints=[b.endpoint(f"10.0.0.{p[-1]}", pod=p) for p in pods],
             )
         )
-        queue.offer(QueueItem(payloads=(b"never sent",), snapshot=changes[-1]))
+        queue.offer(QueueItem(payloads=(b"never sent",), snapshot=broadcast.snapshot))
     assert queue.lagging
 
     updates = [pb.Update.FromString(p) for p in await next_soon(queue)]

@@ -1,0 +1,538 @@
+"""Linked remote clusters, kept in step with their credential Secrets.
+
+The store watches link Secrets (type `mirror.linkerd.io/remote-kubeconfig`,
+labelled `multicluster.linkerd.io/cluster-name`) in the controller namespace
+and reconciles the set of linked clusters with them: every Secret event,
+including the initial list and relists, runs the same `_reconcile`. Each
+linked cluster is a `ClusterCache` (index and topics, which subscriptions
+hold on to) fed by one live `Connection`.
+
+Where Linkerd's controller falls short, and what is done here instead:
+
+* Secret updates (credential rotation) are applied. The new credentials get a
+  connection of their own, *staged*: it lists everything while the old one
+  keeps serving, and goes live only once every watch has listed. Its lists
+  then replace the cache's contents in one batch, so streams receive only
+  what really differs: normally nothing. New credentials that do not work
+  leave the old connection serving; the status says why.
+* A cluster that is unreachable, refuses the credentials or never syncs only
+  affects itself: its watches retry with backoff, its status and metrics say
+  what is wrong, and the process stays up and ready.
+* A deleted Secret unlinks the cluster: listeners (the gRPC layer) are told
+  first and send Removes for its endpoints to every stream; Linkerd leaves
+  such streams holding endpoints of a cluster it no longer watches.
+* Staleness is a policy: by default the last known endpoints of a cluster
+  whose API server went away are kept (stale, not withdrawn) until it returns;
+  with `withdraw_after_s` they are withdrawn once the cluster has been stale
+  that long, and announced again when it is back.
+* Two Secrets naming the same cluster: the one whose namespace/name sorts
+  first wins, on every replica alike, and the other is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import structlog
+from kubernetes_asyncio.client import ApiClient
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .cluster import ClusterCache
+from .connection import REMOTE_KINDS, Connection, StagedEvents
+from .kubeconfig import KubeconfigError, client_from_kubeconfig
+from .metrics import DiscoveryMetrics
+from .models import ClusterCredentials, ClusterName, Kind, ObjectRef
+from .ports import PortSet
+from .project import CLUSTER_NAME_LABEL, CREDENTIALS_SECRET_TYPE
+from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted, secrets_path
+
+log = structlog.get_logger("discovery.cluster_store")
+
+
+class ClusterState(enum.StrEnum):
+    INVALID = "invalid"  # the Secret or its kubeconfig cannot be used; waits for a fix
+    CONNECTING = "connecting"  # first sync under way
+    FAILING = "failing"  # never synced: unreachable or refused; retrying with backoff
+    SYNCED = "synced"  # every watch listed and healthy
+    STALE = "stale"  # was synced, watches failing: last known endpoints still served
+    WITHDRAWN = "withdrawn"  # stale past the policy's limit: endpoints withdrawn
+
+
+# States in which a cluster's endpoints are served to streams.
+SERVING_STATES = frozenset(
+    {ClusterState.CONNECTING, ClusterState.FAILING, ClusterState.SYNCED, ClusterState.STALE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StalenessPolicy:
+    """What to do with the endpoints of a cluster whose API server is gone."""
+
+    withdraw_after_s: float | None = None  # None: keep them until it returns
+
+    def describe(self) -> str:
+        if self.withdraw_after_s is None:
+            return "keep last known endpoints until the cluster returns"
+        return f"withdraw endpoints after {self.withdraw_after_s:g}s stale"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """One linked cluster as operators see it (admin `/clusters`, `destination clusters`)."""
+
+    name: str
+    state: ClusterState
+    since: float  # wall-clock time of the last state change
+    secret: str
+    server: str | None
+    trust_domain: str
+    cluster_domain: str
+    error: str | None
+    last_synced: float | None  # when the cluster was last known to be fully up to date
+    objects: dict[str, int]
+    rotation: str | None  # a credential update in progress or rejected, and why
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "since": round(self.since, 3),
+            "secret": self.secret,
+            "server": self.server,
+            "trust_domain": self.trust_domain,
+            "cluster_domain": self.cluster_domain,
+            "error": self.error,
+            "last_synced": None if self.last_synced is None else round(self.last_synced, 3),
+            "objects": self.objects,
+            "rotation": self.rotation,
+        }
+
+
+@dataclass(eq=False)
+class _Live:
+    """A connection and the task running it."""
+
+    connection: Connection
+    task: asyncio.Task[None]
+    server: str
+
+
+@dataclass(eq=False)
+class RemoteCluster:
+    name: ClusterName
+    credentials: ClusterCredentials
+    cache: ClusterCache
+    state: ClusterState = ClusterState.CONNECTING
+    since: float = field(default_factory=time.time)
+    error: str | None = None
+    last_synced: float | None = None
+    live: _Live | None = None
+    staged: _Live | None = None
+    staged_events: StagedEvents | None = None
+    starting: asyncio.Task[None] | None = None  # building a client
+    rotation: str | None = None
+    withdraw_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.state in SERVING_STATES
+
+
+StoreListener = Callable[[], None]
+
+
+class ClusterStore:
+    def __init__(
+        self,
+        *,
+        local_api: ApiClient,
+        namespace: str,
+        local_name: str,
+        metrics: DiscoveryMetrics,
+        default_opaque_ports: PortSet,
+        enable_ipv6: bool,
+        staleness: StalenessPolicy = StalenessPolicy(),
+    ) -> None:
+        self._namespace = namespace
+        self._local_name = local_name
+        self._metrics = metrics
+        self._default_opaque_ports = default_opaque_ports
+        self._enable_ipv6 = enable_ipv6
+        self.staleness = staleness
+        self._secrets: dict[ObjectRef, ClusterCredentials] = {}
+        self._clusters: dict[ClusterName, RemoteCluster] = {}
+        self._listeners: list[StoreListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._secret_reflector = Reflector(
+            cluster=ClusterName(local_name),
+            kind=Kind.SECRET,
+            api=local_api,
+            on_event=self.apply,
+            metrics=metrics,
+            path=secrets_path(namespace),
+            selectors=[
+                ("labelSelector", CLUSTER_NAME_LABEL),
+                ("fieldSelector", f"type={CREDENTIALS_SECRET_TYPE}"),
+            ],
+        )
+
+    # -- reads -----------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        """The Secrets have been listed once: "cluster not found" now means it."""
+        return self._secret_reflector.synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._secret_reflector.synced.wait()
+
+    def __iter__(self) -> Iterator[RemoteCluster]:
+        return iter(self._clusters.values())
+
+    def get(self, name: str) -> RemoteCluster | None:
+        return self._clusters.get(ClusterName(name))
+
+    def serving(self, name: str) -> RemoteCluster | None:
+        """The cluster if its endpoints are to be served now, else None."""
+        cluster = self._clusters.get(ClusterName(name))
+        return cluster if cluster is not None and cluster.serving else None
+
+    def statuses(self) -> list[ClusterStatus]:
+        return [self._status(c) for c in sorted(self._clusters.values(), key=lambda c: c.name)]
+
+    def add_listener(self, listener: StoreListener) -> None:
+        """Called whenever which clusters are served, or how, changes."""
+        self._listeners.append(listener)
+
+    # -- running ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Watch the link Secrets until cancelled; then close every cluster."""
+        try:
+            await self._secret_reflector.run()
+        finally:
+            for cluster in list(self._clusters.values()):
+                self._stop(cluster)
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def apply(self, event: ReflectorEvent, received: float) -> None:
+        """A link Secret event (from the Secret watch, or from a test)."""
+        del received
+        if isinstance(event, Listed):
+            self._secrets = {r.ref: r for r in event.records if isinstance(r, ClusterCredentials)}
+        elif isinstance(event, Deleted):
+            self._secrets.pop(event.ref, None)
+        elif isinstance(event, Upserted) and isinstance(event.record, ClusterCredentials):
+            self._secrets[event.record.ref] = event.record
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        desired: dict[ClusterName, ClusterCredentials] = {}
+        for ref in sorted(self._secrets):
+            credentials = self._secrets[ref]
+            if credentials.cluster == self._local_name:
+                log.error(
+                    "link_rejected",
+                    secret=str(ref),
+                    cluster=credentials.cluster,
+                    reason="a link Secret names the local cluster",
+                )
+                self._metrics.links_rejected.labels("local_name").inc()
+                continue
+            winner = desired.get(credentials.cluster)
+            if winner is not None:
+                log.error(
+                    "link_rejected",
+                    secret=str(ref),
+                    cluster=credentials.cluster,
+                    reason=f"Secret {winner.ref} already links this cluster",
+                )
+                self._metrics.links_rejected.labels("duplicate").inc()
+                continue
+            desired[credentials.cluster] = credentials
+        changed = False
+        for name in [n for n in self._clusters if n not in desired]:
+            self._unlink(self._clusters[name])
+            changed = True
+        for name, credentials in desired.items():
+            cluster = self._clusters.get(name)
+            if cluster is None:
+                self._link(credentials)
+                changed = True
+            elif cluster.credentials != credentials:
+                changed |= self._update(cluster, credentials)
+        self._metrics.cluster_store_size.set(len(self._clusters))
+        if changed:
+            self._notify()
+
+    # -- link, update, unlink --------------------------------------------------
+
+    def _link(self, credentials: ClusterCredentials) -> None:
+        cache = ClusterCache(
+            name=credentials.cluster,
+            metrics=self._metrics,
+            default_opaque_ports=self._default_opaque_ports,
+            enable_ipv6=self._enable_ipv6,
+        )
+        cluster = RemoteCluster(name=credentials.cluster, credentials=credentials, cache=cache)
+        self._clusters[cluster.name] = cluster
+        log.info(
+            "cluster_linked",
+            cluster=cluster.name,
+            secret=str(credentials.ref),
+            trust_domain=credentials.trust_domain,
+            staleness=self.staleness.describe(),
+        )
+        if credentials.problem:
+            self._set_state(cluster, ClusterState.INVALID, credentials.problem)
+            return
+        self._start(cluster, credentials, staged=False)
+
+    def _update(self, cluster: RemoteCluster, credentials: ClusterCredentials) -> bool:
+        """Apply a changed Secret; returns whether listeners must hear of it."""
+        old = cluster.credentials
+        if credentials.problem:
+            if cluster.live is not None:
+                # Keep serving with the credentials that work; say why the new ones are not used.
+                cluster.rotation = f"rejected: {credentials.problem}"
+                self._metrics.credential_rotations.labels(cluster.name, "rejected").inc()
+                log.error("credentials_rejected", cluster=cluster.name, reason=credentials.problem)
+                return False
+            cluster.credentials = credentials
+            self._set_state(cluster, ClusterState.INVALID, credentials.problem)
+            return True
+        cluster.credentials = credentials
+        if credentials.kubeconfig == old.kubeconfig and not old.problem:
+            log.info(
+                "cluster_metadata_updated",
+                cluster=cluster.name,
+                trust_domain=credentials.trust_domain,
+                cluster_domain=credentials.cluster_domain,
+            )
+            return credentials.trust_domain != old.trust_domain
+        if cluster.live is None:
+            self._start(cluster, credentials, staged=False)
+            return True
+        cluster.rotation = "pending: syncing with the new credentials"
+        log.info("credentials_rotating", cluster=cluster.name, secret=str(credentials.ref))
+        self._start(cluster, credentials, staged=True)
+        return credentials.trust_domain != old.trust_domain
+
+    def _unlink(self, cluster: RemoteCluster) -> None:
+        del self._clusters[cluster.name]
+        self._stop(cluster)
+        cluster.state = ClusterState.INVALID
+        cluster.cache.forget_metrics()
+        log.info("cluster_unlinked", cluster=cluster.name, secret=str(cluster.credentials.ref))
+
+    def _stop(self, cluster: RemoteCluster) -> None:
+        for running in (cluster.live, cluster.staged):
+            if running is not None:
+                running.task.cancel()
+        if cluster.starting is not None:
+            cluster.starting.cancel()
+        if cluster.withdraw_timer is not None:
+            cluster.withdraw_timer.cancel()
+        cluster.live = cluster.staged = cluster.starting = None
+
+    # -- connections -----------------------------------------------------------
+
+    def _start(
+        self, cluster: RemoteCluster, credentials: ClusterCredentials, *, staged: bool
+    ) -> None:
+        if cluster.starting is not None:
+            cluster.starting.cancel()
+        if staged and cluster.staged is not None:
+            cluster.staged.task.cancel()
+            cluster.staged = None
+        task = asyncio.create_task(
+            self._connect(cluster, credentials, staged=staged),
+            name=f"connect {cluster.name}",
+        )
+        cluster.starting = task
+        self._track(task)
+
+    async def _connect(
+        self, cluster: RemoteCluster, credentials: ClusterCredentials, *, staged: bool
+    ) -> None:
+        try:
+            api, server = await client_from_kubeconfig(credentials.kubeconfig)
+        except KubeconfigError as err:
+            problem = f"kubeconfig {err}"
+            log.error("kubeconfig_rejected", cluster=cluster.name, reason=problem)
+            if staged:
+                cluster.rotation = f"rejected: {problem}"
+                self._metrics.credential_rotations.labels(cluster.name, "rejected").inc()
+            else:
+                self._set_state(cluster, ClusterState.INVALID, problem)
+                self._notify()
+            return
+        finally:
+            if cluster.starting is asyncio.current_task():
+                cluster.starting = None
+        events = StagedEvents() if staged else None
+        connection = Connection(
+            cluster=cluster.name,
+            api=api,
+            kinds=REMOTE_KINDS,
+            sink=events if events is not None else cluster.cache.apply,
+            metrics=self._metrics,
+            on_change=lambda: self._connection_changed(cluster, connection),
+        )
+        task = asyncio.create_task(self._serve(connection), name=f"watches {cluster.name}")
+        self._track(task)
+        running = _Live(connection=connection, task=task, server=server)
+        if staged:
+            cluster.staged, cluster.staged_events = running, events
+        else:
+            previous, cluster.live = cluster.live, running
+            if previous is not None:
+                previous.task.cancel()
+            self._set_state(cluster, ClusterState.CONNECTING, None)
+            self._notify()
+
+    async def _serve(self, connection: Connection) -> None:
+        try:
+            await connection.run()
+        finally:
+            await connection.close()
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _connection_changed(self, cluster: RemoteCluster, connection: Connection) -> None:
+        if self._clusters.get(cluster.name) is not cluster:
+            return  # unlinked meanwhile
+        if cluster.staged is not None and cluster.staged.connection is connection:
+            if connection.synced.is_set():
+                self._promote(cluster)
+            else:
+                cluster.rotation = f"pending: {connection.error_summary() or 'syncing'}"
+            return
+        if cluster.live is None or cluster.live.connection is not connection:
+            return  # a replaced connection's last words
+        self._refresh_state(cluster)
+
+    def _promote(self, cluster: RemoteCluster) -> None:
+        """The staged connection has listed everything: it goes live, the old one goes."""
+        staged, events = cluster.staged, cluster.staged_events
+        assert staged is not None and events is not None
+        old = cluster.live
+        cluster.live, cluster.staged, cluster.staged_events = staged, None, None
+        if old is not None:
+            old.task.cancel()
+        replayed = events.replay(cluster.cache.apply)
+        staged.connection.retarget(cluster.cache.apply)
+        cluster.rotation = None
+        self._metrics.credential_rotations.labels(cluster.name, "applied").inc()
+        log.info("credentials_rotated", cluster=cluster.name, events_replayed=replayed)
+        self._refresh_state(cluster)
+
+    def _refresh_state(self, cluster: RemoteCluster) -> None:
+        assert cluster.live is not None
+        connection = cluster.live.connection
+        error = connection.error_summary()
+        if not connection.synced.is_set():
+            state = ClusterState.FAILING if error else ClusterState.CONNECTING
+        elif error:
+            state = (
+                ClusterState.WITHDRAWN
+                if cluster.state is ClusterState.WITHDRAWN
+                else ClusterState.STALE
+            )
+        else:
+            state = ClusterState.SYNCED
+            cluster.last_synced = time.time()
+            if not cluster.cache.synced:
+                cluster.cache.mark_synced(took_s=time.time() - connection.started_at)
+        was_serving = cluster.serving
+        self._set_state(cluster, state, error)
+        if cluster.serving != was_serving:
+            self._notify()
+
+    def _set_state(self, cluster: RemoteCluster, state: ClusterState, error: str | None) -> None:
+        cluster.error = error
+        if state is cluster.state:
+            return
+        previous, cluster.state, cluster.since = cluster.state, state, time.time()
+        if previous is ClusterState.SYNCED and cluster.last_synced is not None:
+            cluster.last_synced = time.time()
+        log_method = log.warning if state not in SERVING_STATES or error else log.info
+        log_method(
+            "cluster_state",
+            cluster=cluster.name,
+            state=state.value,
+            previous=previous.value,
+            error=error,
+        )
+        if cluster.withdraw_timer is not None:
+            cluster.withdraw_timer.cancel()
+            cluster.withdraw_timer = None
+        if state is ClusterState.STALE and self.staleness.withdraw_after_s is not None:
+            cluster.withdraw_timer = asyncio.get_running_loop().call_later(
+                self.staleness.withdraw_after_s, self._withdraw, cluster
+            )
+
+    def _withdraw(self, cluster: RemoteCluster) -> None:
+        cluster.withdraw_timer = None
+        if cluster.state is ClusterState.STALE and self._clusters.get(cluster.name) is cluster:
+            self._set_state(cluster, ClusterState.WITHDRAWN, cluster.error)
+            self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def _status(self, cluster: RemoteCluster) -> ClusterStatus:
+        credentials = cluster.credentials
+        sizes = cluster.cache.index.sizes()
+        return ClusterStatus(
+            name=cluster.name,
+            state=cluster.state,
+            since=cluster.since,
+            secret=str(credentials.ref),
+            server=cluster.live.server if cluster.live else None,
+            trust_domain=credentials.trust_domain,
+            cluster_domain=credentials.cluster_domain,
+            error=cluster.error,
+            last_synced=(
+                time.time() if cluster.state is ClusterState.SYNCED else cluster.last_synced
+            ),
+            objects={kind.value: sizes[kind] for kind in REMOTE_KINDS},
+            rotation=cluster.rotation,
+        )
+
+
+class ClusterStoreCollector(Collector):
+    """Per-cluster state for Prometheus, read from the store at scrape time."""
+
+    def __init__(self, store: ClusterStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "remote_cluster_state",
+            "1 for the state each linked cluster is in, 0 for the others.",
+            labels=["cluster", "state"],
+        )
+        synced = GaugeMetricFamily(
+            "remote_cluster_last_synced_timestamp_seconds",
+            "When each linked cluster was last known to be fully up to date.",
+            labels=["cluster"],
+        )
+        for status in self._store.statuses():
+            for value in ClusterState:
+                state.add_metric([status.name, value.value], float(status.state is value))
+            if status.last_synced is not None:
+                synced.add_metric([status.name], status.last_synced)
+        yield state
+        yield synced

@@ -1,0 +1,246 @@
+"""Unit tests for discovery.cluster_store: reconciling link Secrets into clusters.
+
+Scope, with Secret events fed in memory (the Secret watch does not run):
+unusable Secrets give a cluster in state `invalid` with the reason, not a
+missing cluster; a Secret naming the local cluster and a second Secret for a
+linked cluster are rejected and counted, and the first one (by
+namespace/name) wins; deleting a Secret unlinks and tells listeners; a
+kubeconfig pointing at a closed port gives `failing` with the connection
+error (real sockets on loopback, nothing listening); an unparsable new
+kubeconfig for a linked cluster leaves the old connection in place; and the
+Prometheus collector reports each cluster's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient, Configuration
+from prometheus_client import CollectorRegistry
+
+from discovery.cluster_store import (
+    ClusterState,
+    ClusterStore,
+    ClusterStoreCollector,
+)
+from discovery.metrics import DiscoveryMetrics
+from discovery.models import Kind, ObjectRef
+from discovery.ports import PortSet
+from discovery.project import project_credentials
+from discovery.reflector import Deleted, Listed, Upserted
+from tests.kube.workloads import eventually
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: connections are refused
+
+
+def kubeconfig(server: str, token: str = "t") -> bytes:
+    return yaml.safe_dump(
+        {
+            "current-context": "c",
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "clusters": [{"name": "c", "cluster": {"server": server}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+        }
+    ).encode()
+
+
+def secret(
+    name: str, cluster: str, *, config: bytes | None = None, trust_domain: str = "west.local"
+) -> Any:
+    data = {"kubeconfig": base64.b64encode(config).decode()} if config is not None else {}
+    return project_credentials(
+        {
+            "type": "mirror.linkerd.io/remote-kubeconfig",
+            "metadata": {
+                "name": name,
+                "namespace": "linkerd",
+                "labels": {"multicluster.linkerd.io/cluster-name": cluster},
+                "annotations": {
+                    "multicluster.linkerd.io/trust-domain": trust_domain,
+                    "multicluster.linkerd.io/cluster-domain": "cluster.local",
+                },
+            },
+            "data": data,
+        }
+    )
+
+
+class Harness:
+    def __init__(self, store: ClusterStore, registry: CollectorRegistry) -> None:
+        self.store = store
+        self.registry = registry
+        self.notified = 0
+        store.add_listener(self._heard)
+
+    def _heard(self) -> None:
+        self.notified += 1
+
+    def list(self, *records: Any) -> None:
+        self.store.apply(Listed(Kind.SECRET, tuple(records)), time.perf_counter())
+
+    def upsert(self, record: Any) -> None:
+        self.store.apply(Upserted(Kind.SECRET, record), time.perf_counter())
+
+    def delete(self, name: str) -> None:
+        self.store.apply(Deleted(Kind.SECRET, ObjectRef("linkerd", name)), time.perf_counter())
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    registry = CollectorRegistry()
+    api = ApiClient(Configuration())
+    store = ClusterStore(
+        local_api=api,
+        namespace="linkerd",
+        local_name="east",
+        metrics=DiscoveryMetrics(registry),
+        default_opaque_ports=PortSet.EMPTY,
+        enable_ipv6=False,
+    )
+    registry.register(ClusterStoreCollector(store))
+    # Runs the store's own lifecycle (its Secret watch fails quietly: no server) so
+    # that cancelling it stops every cluster connection, as in the server.
+    task = asyncio.create_task(store.run())
+    try:
+        yield Harness(store, registry)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await api.close()
+
+
+async def test_an_unusable_secret_gives_an_invalid_cluster_with_the_reason(
+    harness: Harness,
+) -> None:
+    harness.list(secret("cluster-credentials-west", "west", config=None))
+    [status] = harness.store.statuses()
+    assert status.state is ClusterState.INVALID
+    assert status.error == "data key 'kubeconfig' is missing or empty"
+    assert harness.store.serving("west") is None
+    assert harness.sample("remote_cluster_state", cluster="west", state="invalid") == 1.0
+    assert harness.sample("cluster_store_size") == 1.0
+
+
+async def test_a_bad_kubeconfig_gives_an_invalid_cluster(harness: Harness) -> None:
+    harness.list(secret("cluster-credentials-west", "west", config=b"exec: [oops"))
+    await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.state is ClusterState.INVALID,
+        what="invalid state",
+        timeout_s=5,
+    )
+    assert "not valid YAML" in (harness.store.statuses()[0].error or "")
+
+
+async def test_an_unreachable_cluster_is_failing_and_retried(harness: Harness) -> None:
+    server = f"https://127.0.0.1:{closed_port()}"
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(server)))
+    assert harness.store.statuses()[0].state is ClusterState.CONNECTING
+    status = await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.state is ClusterState.FAILING,
+        what="failing state",
+        timeout_s=10,
+    )
+    assert status.server == server
+    assert status.error is not None and "Cannot connect" in status.error
+    # Still linked, and still served (nothing to serve yet): it may come up any time.
+    assert harness.store.serving("west") is not None
+
+
+async def test_a_secret_naming_the_local_cluster_is_rejected(harness: Harness) -> None:
+    harness.list(secret("cluster-credentials-east", "east", config=None))
+    assert harness.store.statuses() == []
+    assert harness.sample("cluster_links_rejected_total", reason="local_name") == 1.0
+
+
+async def test_the_first_secret_of_a_cluster_wins_and_the_other_is_counted(
+    harness: Harness,
+) -> None:
+    harness.list(
+        secret("b-west", "west", config=None, trust_domain="second.local"),
+        secret("a-west", "west", config=None, trust_domain="first.local"),
+    )
+    [status] = harness.store.statuses()
+    assert (status.secret, status.trust_domain) == ("linkerd/a-west", "first.local")
+    assert harness.sample("cluster_links_rejected_total", reason="duplicate") == 1.0
+    harness.delete("a-west")  # the other one takes over
+    [status] = harness.store.statuses()
+    assert status.secret == "linkerd/b-west"
+
+
+async def test_deleting_the_secret_unlinks_and_tells_listeners(harness: Harness) -> None:
+    harness.list(secret("cluster-credentials-west", "west", config=None))
+    before = harness.notified
+    harness.delete("cluster-credentials-west")
+    assert harness.store.statuses() == []
+    assert harness.notified == before + 1
+    assert harness.sample("remote_cluster_state", cluster="west", state="invalid") is None
+    assert harness.sample("cluster_store_size") == 0.0
+
+
+async def test_a_broken_rotation_keeps_the_running_connection(harness: Harness) -> None:
+    server = f"https://127.0.0.1:{closed_port()}"
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(server)))
+    await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.state is ClusterState.FAILING,
+        what="failing state",
+        timeout_s=10,
+    )
+    harness.upsert(secret("cluster-credentials-west", "west", config=b"not: [yaml"))
+    status = await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.rotation is not None and s.rotation.startswith("rejected"),
+        what="rotation rejected",
+        timeout_s=5,
+    )
+    assert status.server == server  # still the old connection
+    assert (
+        harness.sample(
+            "remote_cluster_credential_rotations_total", cluster="west", result="rejected"
+        )
+        == 1.0
+    )
+
+
+async def test_a_trust_domain_change_alone_tells_listeners_without_reconnecting(
+    harness: Harness,
+) -> None:
+    server = f"https://127.0.0.1:{closed_port()}"
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(server)))
+    await eventually(
+        lambda: _async(harness.store.get("west")),
+        lambda c: c is not None and c.live is not None,
+        what="a live connection",
+        timeout_s=5,
+    )
+    cluster = harness.store.get("west")
+    assert cluster is not None and cluster.live is not None
+    live = cluster.live
+    before = harness.notified
+    harness.upsert(
+        secret("cluster-credentials-west", "west", config=kubeconfig(server), trust_domain="new.td")
+    )
+    assert harness.notified == before + 1
+    assert cluster.live is live
+    assert harness.store.statuses()[0].trust_domain == "new.td"
+
+
+async def _async(value: Any) -> Any:
+    return value
