@@ -56,7 +56,7 @@ from typing import Any, TypeAlias
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from destination import endpoints_cli
+from destination import clusters_cli, endpoints_cli
 from destination.config import (
     ConfigError,
     ServerConfig,
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     register_serve,
     endpoints_cli.register,
+    clusters_cli.register,
 )
 
 

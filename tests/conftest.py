@@ -19,7 +19,8 @@ from tests.kube.cluster import LocalCluster, running_clusters
 from tests.kube.workloads import Kube, new_api_client
 
 # The clusters every integration session gets; later layers ask for more by name.
-SESSION_CLUSTERS = tuple(os.environ.get("MCD_TEST_CLUSTERS", "east,west").split(","))
+# east runs the server under test; west and north are the remote clusters it links.
+SESSION_CLUSTERS = tuple(os.environ.get("MCD_TEST_CLUSTERS", "east,west,north").split(","))
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +53,12 @@ async def east(clusters: dict[str, LocalCluster]) -> AsyncIterator[Kube]:
 @pytest.fixture(scope="session")
 async def west(clusters: dict[str, LocalCluster]) -> AsyncIterator[Kube]:
     async for kube in _kube(clusters, "west"):
+        yield kube
+
+
+@pytest.fixture(scope="session")
+async def north(clusters: dict[str, LocalCluster]) -> AsyncIterator[Kube]:
+    async for kube in _kube(clusters, "north"):
         yield kube
 
 

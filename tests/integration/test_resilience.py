@@ -3,7 +3,7 @@
 Scope: the reflectors reconnect with backoff and relist when the API server
 returns; open Get streams stay open, receive nothing for what did not change
 (no duplicate Adds after the relist) and then follow changes exactly.
-A dedicated cluster (`north`) is used because its API server is stopped.
+A dedicated cluster (`south`) is used because its API server is stopped.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def north() -> AsyncIterator[Kube]:
-    (cluster,) = await asyncio.to_thread(start_clusters, specs_for(["north"]))
+async def south() -> AsyncIterator[Kube]:
+    (cluster,) = await asyncio.to_thread(start_clusters, specs_for(["south"]))
     api = await new_api_client(cluster.kubeconfig)
     try:
         yield Kube(cluster=cluster, api=api)
@@ -49,17 +49,17 @@ async def restart(cluster: LocalCluster) -> None:
 
 
 async def test_streams_survive_an_api_server_outage_and_follow_changes_after_it(
-    north: Kube,
+    south: Kube,
 ) -> None:
-    await north.create_namespace("shop")
-    ips = await north.deploy_service("shop", "web", replicas=2)
-    async with running_server(north) as server:
+    await south.create_namespace("shop")
+    ips = await south.deploy_service("shop", "web", replicas=2)
+    async with running_server(south) as server:
         stream = open_stream(server, "web.shop.svc.cluster.local:80")
         await eventually(lambda: values(stream.ips()), lambda got: got == ips, what="2 endpoints")
         restarts_before = await metric(server.admin, "watch_restarts_total")
         lists_before = await metric(server.admin, "watch_lists_total")
 
-        await restart(north.cluster)
+        await restart(south.cluster)
         await eventually(
             lambda: metric(server.admin, "watch_lists_total"),
             lambda n: n >= lists_before + 4,
@@ -70,8 +70,8 @@ async def test_streams_survive_an_api_server_outage_and_follow_changes_after_it(
         assert updates_after_outage == 1, "a relist of unchanged state sends nothing"
         assert await metric(server.admin, "watch_restarts_total") > restarts_before
 
-        await north.scale("shop", "web", 4)
-        four = await north.wait_for_ready_endpoints("shop", "web", 4)
+        await south.scale("shop", "web", 4)
+        four = await south.wait_for_ready_endpoints("shop", "web", 4)
         await eventually(lambda: values(stream.ips()), lambda got: got == four, what="4 endpoints")
         added = [a for u in stream.updates[1:] if u.HasField("add") for a in u.add.addrs]
         assert len(added) == 2, "only the two new pods were added"

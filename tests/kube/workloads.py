@@ -54,6 +54,14 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
+# What an injected proxy container declares; translation reads its ports.
+PROXY_ENV = [
+    {"name": "LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "value": "0.0.0.0:4143"},
+    {"name": "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "value": "0.0.0.0:4191"},
+    {"name": "LINKERD2_PROXY_CONTROL_LISTEN_ADDR", "value": "0.0.0.0:4190"},
+]
+
+
 @dataclass
 class Kube:
     """One cluster as a test sees it: the running control plane plus an API client."""
@@ -109,18 +117,22 @@ class Kube:
         labels: Mapping[str, str] | None = None,
         pod_annotations: Mapping[str, str] | None = None,
         service_account: str | None = None,
+        meshed_by: str | None = None,
     ) -> None:
+        """A Deployment of fake pods; `meshed_by` (a control-plane namespace) adds a proxy."""
         ports = container_ports if container_ports is not None else {"http": 8080}
         pod_labels = {"app": name, **(labels or {})}
-        spec: dict[str, Any] = {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": FAKE_IMAGE,
-                    "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
-                }
-            ],
-        }
+        containers: list[dict[str, Any]] = [
+            {
+                "name": "app",
+                "image": FAKE_IMAGE,
+                "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
+            }
+        ]
+        if meshed_by is not None:
+            pod_labels["linkerd.io/control-plane-ns"] = meshed_by
+            containers.append({"name": "linkerd-proxy", "image": FAKE_IMAGE, "env": PROXY_ENV})
+        spec: dict[str, Any] = {"containers": containers}
         if service_account:
             spec["serviceAccountName"] = service_account
         body: Any = {
