@@ -101,6 +101,12 @@ def _age(since: float | None, now: float) -> str:
     return f"{seconds // 3600}h"
 
 
+def _synced_text(state: str, synced: float | None, now: float) -> str:
+    if state == "synced":
+        return "now"
+    return "never" if synced is None else f"{_age(synced, now)} ago"
+
+
 def table(clusters: Sequence[Mapping[str, Any]], *, now: float | None = None) -> str:
     """The clusters as aligned text columns."""
     now = time.time() if now is None else now
@@ -119,7 +125,7 @@ def table(clusters: Sequence[Mapping[str, Any]], *, now: float | None = None) ->
                 str(cluster.get("server") or "-"),
                 str(cluster.get("trust_domain") or "-"),
                 "/".join(str(objects.get(kind, 0)) for kind in ("Service", "EndpointSlice", "Pod")),
-                "now" if cluster["state"] == "synced" else _age(synced, now) + " ago",
+                _synced_text(cluster["state"], synced, now),
                 error or "-",
             )
         )

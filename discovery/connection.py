@@ -12,6 +12,16 @@ Health is tracked per reflector: the connection is *synced* once every kind
 has listed, and *failing* while any reflector's last attempt failed. Owners
 are told of every change through `on_change`, so a cluster's status is
 derived from the connection rather than polled.
+
+Recovery is atomic too. After an outage every failed kind relists on its own
+schedule, and applying those lists one by one would show subscribers states
+that never existed (a new slice whose pods are not listed yet: a Remove, then
+an Add when the pods arrive). So once a synced connection has a failing kind,
+the events of the failed kinds are held back until every failed kind has
+listed again, then applied in one batch: subscribers get exactly the
+differences between before and after the outage. Kinds that never failed keep
+flowing; a hold lasts at most `HOLD_MAX_S` after the first kind recovers, so
+one kind failing for good cannot freeze the others.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ from .models import ClusterName, Kind
 from .reflector import Reflector, ReflectorEvent
 
 EventSink = Callable[[ReflectorEvent, float], None]
+
+HOLD_MAX_S = 10.0
 
 LOCAL_KINDS = (
     Kind.SERVICE,
@@ -72,7 +84,11 @@ class Connection:
     ) -> None:
         self.cluster = cluster
         self.api = api
+        self._sink = sink
         self._on_change = on_change
+        self._held_kinds: set[Kind] = set()
+        self._held = StagedEvents()
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.errors: dict[Kind, str] = {}
         self.synced = asyncio.Event()
         self.synced_at: float | None = None  # wall-clock time of the first full sync
@@ -82,7 +98,7 @@ class Connection:
                 cluster=cluster,
                 kind=kind,
                 api=api,
-                on_event=sink,
+                on_event=self._deliverer(kind),
                 metrics=metrics,
                 path=(paths or {}).get(kind),
                 selectors=selectors,
@@ -105,8 +121,28 @@ class Connection:
         return "; ".join(f"{'/'.join(kinds)}: {error}" for error, kinds in by_error.items())
 
     def retarget(self, sink: EventSink) -> None:
-        for reflector in self.reflectors:
-            reflector.retarget(sink)
+        """Send every later event to `sink` (a staged connection going live)."""
+        self._sink = sink
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held_kinds)
+
+    def _deliverer(self, kind: Kind) -> EventSink:
+        def deliver(event: ReflectorEvent, received: float) -> None:
+            if kind in self._held_kinds:
+                self._held(event, received)
+            else:
+                self._sink(event, received)
+
+        return deliver
+
+    def _release(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._held_kinds.clear()
+        self._held.replay(self._sink)
 
     async def run(self) -> None:
         """Run every reflector until cancelled; they retry on their own."""
@@ -122,8 +158,17 @@ class Connection:
     def _health(self, reflector: Reflector, error: str | None) -> None:
         if error is None:
             self.errors.pop(reflector.kind, None)
+            if self._held_kinds:
+                if not self.errors:
+                    self._release()
+                elif self._hold_timer is None:
+                    self._hold_timer = asyncio.get_running_loop().call_later(
+                        HOLD_MAX_S, self._release
+                    )
         else:
             self.errors[reflector.kind] = error
+            if self.synced.is_set():
+                self._held_kinds.add(reflector.kind)
         if not self.synced.is_set() and all(r.synced.is_set() for r in self.reflectors):
             self.synced_at = time.time()
             self.synced.set()
