@@ -179,17 +179,37 @@ class ClusterStore:
                 ("labelSelector", CLUSTER_NAME_LABEL),
                 ("fieldSelector", f"type={CREDENTIALS_SECRET_TYPE}"),
             ],
+            on_health=self._secrets_health,
         )
+        # Set once the Secrets are listed, or once listing them is refused: a
+        # missing Role must cost remote discovery only, not readiness of the rest.
+        self._settled = asyncio.Event()
+        self.secrets_error: str | None = None
 
     # -- reads -----------------------------------------------------------------
 
     @property
     def synced(self) -> bool:
-        """The Secrets have been listed once: "cluster not found" now means it."""
-        return self._secret_reflector.synced.is_set()
+        """The Secrets were listed (or refused): "cluster not found" now means it."""
+        return self._settled.is_set()
 
     async def wait_synced(self) -> None:
-        await self._secret_reflector.synced.wait()
+        await self._settled.wait()
+
+    def _secrets_health(self, reflector: Reflector, error: str | None) -> None:
+        del reflector
+        self.secrets_error = error
+        if error is None:
+            self._settled.set()
+        elif "HTTP 401" in error or "HTTP 403" in error:
+            if not self._settled.is_set():
+                log.error(
+                    "link_secrets_unreadable",
+                    namespace=self._namespace,
+                    error=error,
+                    consequence="no remote cluster is linked until they can be listed",
+                )
+            self._settled.set()
 
     def __iter__(self) -> Iterator[RemoteCluster]:
         return iter(self._clusters.values())

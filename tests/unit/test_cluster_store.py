@@ -244,3 +244,15 @@ async def test_a_trust_domain_change_alone_tells_listeners_without_reconnecting(
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_refused_secrets_settle_the_store_so_local_discovery_stays_ready(
+    harness: Harness,
+) -> None:
+    store = harness.store
+    assert not store.synced
+    store._secrets_health(store._secret_reflector, "HTTP 500: etcd timeout")
+    assert not store.synced  # a transient error: keep waiting for the list
+    store._secrets_health(store._secret_reflector, "HTTP 403 (forbidden: ...): secrets")
+    assert store.synced
+    assert store.secrets_error is not None and "403" in store.secrets_error
