@@ -1075,3 +1075,26 @@ def test_sinks_are_called_synchronously_and_never_reentered_over_random_events()
     for first, second in zip(sinks[: len(keys)], sinks[len(keys) :], strict=True):
         assert first.calls == second.calls
     assert world.topics.views() == len(keys)
+
+
+def test_a_headless_mirror_serves_one_remote_pod_by_its_hostname() -> None:
+    """Headless exports (reference §7.1): hostname-named endpoints without targetRef."""
+    world = World()
+    world.apply(
+        b.service("web", cluster_ip="None"),
+        b.endpoint_slice(
+            labels={"mirror.linkerd.io/cluster-name": "west"},
+            annotations=GATEWAY_ANNOTATIONS,
+            endpoints=[
+                b.endpoint("10.96.7.1", node=None, hostname="web-0"),
+                b.endpoint("10.96.7.2", node=None, hostname="web-1"),
+            ],
+        ),
+    )
+    sink, subscription = world.subscribe(key=ViewKey(hostname="web-1"))
+    assert endpoints(subscription.initial.addresses) == ["10.96.7.2:8080"]
+    (address,) = subscription.initial.addresses.values()
+    assert (
+        address.gateway_identity == GATEWAY_ANNOTATIONS["mirror.linkerd.io/remote-gateway-identity"]
+    )
+    assert sink.calls == []
