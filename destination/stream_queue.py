@@ -9,6 +9,13 @@ slow proxy converges to the current state without a backlog. Snapshots are
 immutable and shared, so remembering "what this stream last saw" costs one
 reference.
 
+A backlog is coalesced the same way: when the writer comes back for more and
+finds several items queued (a burst went out faster than this client reads),
+it writes one diff from its last snapshot to the newest instead of each item
+in turn. Writes are what a slow stream is short of, and during a rollout a
+burst is dozens of small updates. The broadcast memoizes that diff by (old,
+new) version, so streams that fell behind together share one encoding.
+
 A stream that stays lagging past a deadline (its client is not reading, so
 gRPC's write is blocked on flow control) is ended by `on_stuck`; the proxy
 reconnects and starts from a fresh snapshot.
@@ -96,10 +103,18 @@ class StreamQueue(Generic[S]):
     async def next(self) -> tuple[bytes, ...]:
         """Payloads to write next; raises StreamClosed once closed and drained."""
         while True:
-            if self._items:
+            if len(self._items) == 1:
                 item = self._items.popleft()
                 self._delivered = item.snapshot
                 return item.payloads
+            if self._items:
+                newest = self._items[-1].snapshot
+                self._items.clear()
+                payloads = self._catch_up(self._delivered, newest)
+                self._delivered = newest
+                if payloads:
+                    return payloads
+                continue
             if self._latest is not None:
                 latest, self._latest = self._latest, None
                 self._cancel_stuck_timer()

@@ -1,6 +1,7 @@
 """Unit tests for destination.stream_queue: the bounded, coalescing per-stream queue.
 
-Scope: FIFO delivery under capacity; overflow clearing the queue, marking it
+Scope: FIFO delivery of items taken one at a time, and a backlog written as
+one diff from the last delivered snapshot to the newest; overflow clearing the queue, marking it
 lagging and later yielding one catch-up diff from the snapshot last handed to
 the writer to the latest one (checked with a recording fake and with a real
 `Broadcast.catch_up` over real topic snapshots); the stuck deadline, which
@@ -97,14 +98,32 @@ def test_a_queue_needs_a_positive_capacity(capacity: int) -> None:
         Harness(capacity=capacity)
 
 
-async def test_items_under_capacity_come_out_in_order() -> None:
+async def test_items_taken_one_at_a_time_come_out_in_order() -> None:
+    harness = Harness(capacity=3)
+    taken = []
+    for _ in range(3):
+        harness.offer()
+        taken.append(await next_soon(harness.queue))
+    assert taken == [(b"p0",), (b"p1",), (b"p2",)]
+    assert harness.catch_up.calls == []
+
+
+async def test_a_backlog_is_written_as_one_diff_from_delivered_to_newest() -> None:
     harness = Harness(capacity=3)
     harness.offer(3)
     assert len(harness.queue) == 3
-    assert [await next_soon(harness.queue) for _ in range(3)] == [(b"p0",), (b"p1",), (b"p2",)]
+    assert await next_soon(harness.queue) == (b"catch-up",)
+    assert harness.catch_up.calls == [(harness.initial, harness.snapshots[2])]
     assert not harness.queue.lagging
     assert harness.overflows == 0
-    assert harness.catch_up.calls == []
+    harness.offer()  # the next item starts from the newest snapshot
+    assert await next_soon(harness.queue) == (b"p3",)
+
+
+async def test_an_empty_backlog_diff_sends_nothing_and_waits_for_more() -> None:
+    harness = Harness(capacity=3, catch_up=CatchUp(result=()))
+    harness.offer(2)  # e.g. an address added, then removed again
+    await assert_blocks(harness.queue)
 
 
 async def test_next_waits_until_something_is_offered() -> None:
@@ -280,8 +299,7 @@ async def test_close_drains_queued_items_then_raises_stream_closed() -> None:
     harness = Harness(capacity=3)
     harness.offer(2)
     harness.queue.close()
-    assert await next_soon(harness.queue) == (b"p0",)
-    assert await next_soon(harness.queue) == (b"p1",)
+    assert await next_soon(harness.queue) == (b"catch-up",)
     with pytest.raises(StreamClosed):
         await next_soon(harness.queue)
     with pytest.raises(StreamClosed):
