@@ -18,14 +18,15 @@ from .scenarios import NAMES, build
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Load benchmark of `destination serve` on a local cluster (loopback only).",
+        description="Load benchmark of `destination serve` on local clusters (loopback only).",
     )
     p.add_argument("--scenario", choices=[*NAMES, "all"], default="all")
     p.add_argument(
         "--cycles",
         type=int,
         default=None,
-        help="up/down cycles (default: small-oscillation 3, large-rollout 2, many-services 2)",
+        help="up/down cycles (default: small-oscillation 3, large-rollout 2, many-services 2, "
+        "federated 3)",
     )
     p.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
     p.add_argument(

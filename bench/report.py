@@ -173,15 +173,19 @@ def table(document: dict[str, Any]) -> str:
             rows.append(
                 (name, "  ours (slices final -> stream) p50/p95/p99", _trio(steps["ours_s"]))
             )
-            e2q = result["churn"]["event_to_enqueue"]
-            rows.append(
-                (
-                    name,
-                    "server event-to-enqueue p50/p95/p99",
-                    f"{_s(e2q['p50'])} / {_s(e2q['p95'])} / {_s(e2q['p99'])}"
-                    + (" (p99 above last bucket)" if e2q["p99_above_last_bucket"] else ""),
+            by_cluster = result["churn"].get("event_to_enqueue_by_cluster") or {
+                "": result["churn"]["event_to_enqueue"]
+            }
+            for cluster, e2q in by_cluster.items():
+                rows.append(
+                    (
+                        name,
+                        "server event-to-enqueue p50/p95/p99"
+                        + (f" [{cluster}]" if cluster else ""),
+                        f"{_s(e2q['p50'])} / {_s(e2q['p95'])} / {_s(e2q['p99'])}"
+                        + (" (p99 above last bucket)" if e2q["p99_above_last_bucket"] else ""),
+                    )
                 )
-            )
             usage = result["churn"]["usage"]
             rows.append(
                 (

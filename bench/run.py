@@ -1,26 +1,38 @@
-"""The benchmark orchestrator: cluster, workloads, server, clients, measurements.
+"""The benchmark orchestrator: clusters, workloads, server, clients, measurements.
 
 For each scenario, in this order, every wait with a deadline:
 
-1. start a fresh local cluster (`tests.kube.cluster.start_clusters`, one
-   `east` control plane with enough kwok nodes for the scenario's peak pods);
-2. create the Deployments and Services, wait until the EndpointSlices hold the
-   initial ready count (the orchestrator's own EndpointSlice watch);
-3. start `python -m destination serve` as a subprocess, wait for `/ready`;
-4. start the client processes and wait until every stream holds its service's
+1. start fresh local clusters (`tests.kube.cluster.start_clusters`: one
+   `east` control plane, plus `west` and `north` for the federated scenario,
+   each with enough kwok nodes for the scenario's peak pods);
+2. create the Deployments and Services in every cluster, wait until the
+   EndpointSlices hold the initial ready count (the orchestrator's own
+   EndpointSlice watch, one per cluster); for a federated scenario, create
+   the federated Services on `east` and link the remotes (a credentials
+   Secret per remote holding a reader kubeconfig, as an operator does);
+3. start `python -m destination serve` as a subprocess, wait for `/ready`
+   (and, with remotes, until `/clusters` shows every link synced);
+4. start the client processes and wait until every stream holds its target's
    initial endpoint count ("connected");
 5. hold (baseline) and/or run the steps: for each, record `time.time()` just
    before each PATCH, wait until the EndpointSlices show the final state,
    then until every stream holds it and nothing changed for a quiet period,
    and collect every stream's time of the update that made it right;
 6. scrape `/metrics` and read /proc around each phase; stop clients, server
-   and cluster, whatever happened.
+   and clusters, whatever happened.
+
+A stream's *target* is the Service it asks for; its *members* are the
+Services whose endpoints it streams: the target itself in one cluster, or,
+for a federated target, the Service of the same name in every cluster. The
+final state of a step is every member at the step's replica count, so a
+stream expects the sum over its members.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.context
@@ -37,19 +49,28 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tests.integration.links import (
+    cluster_statuses,
+    link_secret,
+    put_link,
+    reader_kubeconfig,
+    wait_for_state,
+)
 from tests.kube.binaries import REPO_ROOT, pinned_versions
-from tests.kube.cluster import ClusterSpec, LocalCluster, start_clusters, stop_clusters
+from tests.kube.cluster import LocalCluster, specs_for, start_clusters, stop_clusters
 from tests.kube.workloads import Kube, new_api_client
 
 from . import procstat, promstats
 from .clients import Assignment, LoopLag, Status, StreamReport, Target, client_main
-from .scenarios import Scenario, Step
+from .scenarios import LOCAL, Scenario, Step
 from .server import ServerProcess, start_server, wait_ready
 from .slices import SliceTracker, tracking
 from .stats import summary
 
 NAMESPACE = "bench"
-CLUSTER = "east"
+CLUSTER = LOCAL
+LOCAL_DISCOVERY = "multicluster.linkerd.io/local-discovery"
+REMOTE_DISCOVERY = "multicluster.linkerd.io/remote-discovery"
 QUIET_S = 2.0
 STALL_S = 60.0  # no stream changed for this long after Kubernetes was done: give up
 POLL_S = 0.25
@@ -77,7 +98,45 @@ def log(message: str) -> None:
 
 
 def service_names(scenario: Scenario) -> list[str]:
+    """The Deployments and Services of the scenario (in every one of its clusters)."""
     return [f"svc-{i:03d}" for i in range(scenario.services)]
+
+
+def federated_name(service: str) -> str:
+    return f"{service}-federated"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A Service (and its Deployment of the same name) in one cluster, behind a target."""
+
+    cluster: str
+    service: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.cluster}/{self.service}"
+
+
+# target (the Service a stream asks for, in the local cluster) -> its members
+Plan = dict[str, tuple[Member, ...]]
+
+
+def plan_for(scenario: Scenario) -> Plan:
+    if not scenario.federated:
+        return {name: (Member(CLUSTER, name),) for name in service_names(scenario)}
+    return {
+        federated_name(name): tuple(Member(cluster, name) for cluster in scenario.clusters)
+        for name in service_names(scenario)
+    }
+
+
+def combined_target(members: tuple[Member, ...], targets: dict[Member, Target]) -> Target:
+    """A stream's target: the sum of its members' endpoints (one template hash at most)."""
+    hashes = {targets[m].template_hash for m in members}
+    if len(hashes) > 1:
+        raise ValueError(f"members of one target with different template hashes: {hashes}")
+    return Target(sum(targets[m].count for m in members), hashes.pop())
 
 
 def authority(service: str, port: int = 80) -> str:
@@ -103,14 +162,15 @@ def wait_for_quiet_machine(options: Options) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def local_cluster(node_count: int, work_dir: Path) -> Iterator[LocalCluster]:
-    """One `east` cluster with `node_count` kwok nodes, stopped and removed on exit."""
+def local_clusters(
+    names: tuple[str, ...], node_count: int, work_dir: Path
+) -> Iterator[dict[str, LocalCluster]]:
+    """The named clusters with `node_count` kwok nodes each, stopped and removed on exit."""
     base = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir=work_dir))
-    clusters = start_clusters(
-        [ClusterSpec(name=CLUSTER, index=1, node_count=node_count)], base_dir=base
-    )
+    specs = [dataclasses.replace(spec, node_count=node_count) for spec in specs_for(names)]
+    clusters = start_clusters(specs, base_dir=base)
     try:
-        yield clusters[0]
+        yield {cluster.name: cluster for cluster in clusters}
     finally:
         stop_clusters(clusters, remove_dir=base)
 
@@ -309,40 +369,97 @@ async def create_workloads(kube: Kube, scenario: Scenario) -> None:
     await asyncio.gather(*(one(name) for name in service_names(scenario)))
 
 
-async def scale_all(kube: Kube, names: list[str], replicas: int) -> dict[str, float]:
-    """PATCH every Deployment's scale concurrently; t0 per service just before its PATCH."""
-    started: dict[str, float] = {}
+@dataclass
+class Site:
+    """One cluster as the orchestrator drives it: its control plane, a client, a slice watch."""
 
-    async def one(name: str) -> None:
-        started[name] = time.time()
-        await kube.scale(NAMESPACE, name, replicas)
+    name: str
+    cluster: LocalCluster
+    kube: Kube
+    slices: SliceTracker
 
-    await asyncio.gather(*(one(name) for name in names))
+
+Sites = dict[str, Site]
+
+
+async def create_federated(kube: Kube, scenario: Scenario) -> None:
+    """On the local cluster, a federated Service per service over every cluster's one."""
+    remotes = scenario.clusters[1:]
+    for name in service_names(scenario):
+        await kube.create_service(
+            NAMESPACE,
+            federated_name(name),
+            selector={},
+            annotations={
+                LOCAL_DISCOVERY: name,
+                REMOTE_DISCOVERY: ",".join(f"{name}@{remote}" for remote in remotes),
+            },
+        )
+
+
+async def link_remotes(local: Site, remotes: list[Site]) -> None:
+    """A credentials Secret per remote, named after it, with a reader kubeconfig.
+
+    The reader is deploy/remote-access.yaml's least-privileged ServiceAccount
+    (a token valid for an hour: longer than a federated run).
+    """
+    for site in remotes:
+        kubeconfig = await reader_kubeconfig(site.cluster)
+        body = link_secret(site.name, kubeconfig=kubeconfig, trust_domain=f"{site.name}.example")
+        await put_link(local.kube, body)
+
+
+async def wait_members(sites: Sites, targets: dict[Member, Target], *, timeout_s: float) -> bool:
+    """Until every member's EndpointSlices satisfy its target, in every cluster at once."""
+    per_cluster: dict[str, dict[str, Target]] = {}
+    for member, target in targets.items():
+        per_cluster.setdefault(member.cluster, {})[member.service] = target
+    done = await asyncio.gather(
+        *(sites[c].slices.wait_for(t, timeout_s=timeout_s) for c, t in per_cluster.items())
+    )
+    return all(done)
+
+
+async def scale_all(sites: Sites, members: list[Member], replicas: int) -> dict[Member, float]:
+    """PATCH every member's Deployment scale concurrently; t0 per member just before its PATCH."""
+    started: dict[Member, float] = {}
+
+    async def one(member: Member) -> None:
+        started[member] = time.time()
+        await sites[member.cluster].kube.scale(NAMESPACE, member.service, replicas)
+
+    await asyncio.gather(*(one(member) for member in members))
     return started
 
 
-async def restart_all(kube: Kube, names: list[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """`kubectl rollout restart` of every Deployment; returns t0 and the new template hash."""
-    started: dict[str, float] = {}
+async def restart_all(
+    sites: Sites, members: list[Member]
+) -> tuple[dict[Member, float], dict[Member, str]]:
+    """`kubectl rollout restart` of every member's Deployment; t0 and the new template hash."""
+    started: dict[Member, float] = {}
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S") + f".{time.time_ns() % 1_000_000_000:09d}"
     patch = {"spec": {"template": {"metadata": {"annotations": {"bench/restartedAt": stamp}}}}}
 
-    async def one(name: str) -> None:
-        started[name] = time.time()
-        await kube.apps.patch_namespaced_deployment(name, NAMESPACE, patch)
+    async def one(member: Member) -> None:
+        started[member] = time.time()
+        apps = sites[member.cluster].kube.apps
+        await apps.patch_namespaced_deployment(member.service, NAMESPACE, patch)
 
-    await asyncio.gather(*(one(name) for name in names))
-    hashes: dict[str, str] = {}
+    await asyncio.gather(*(one(member) for member in members))
+    hashes: dict[Member, str] = {}
+    wanted = set(members)
     deadline = time.monotonic() + 60
-    while len(hashes) < len(names):
+    while len(hashes) < len(wanted):
         if time.monotonic() > deadline:
             raise TimeoutError("the new ReplicaSets of the rollout did not appear")
-        replica_sets = await kube.apps.list_namespaced_replica_set(NAMESPACE)
-        for rs in replica_sets.items:
-            annotations = rs.spec.template.metadata.annotations or {}
-            if annotations.get("bench/restartedAt") == stamp:
-                app = (rs.metadata.labels or {}).get("app", "")
-                hashes[app] = (rs.metadata.labels or {}).get("pod-template-hash", "")
+        for cluster in sorted({m.cluster for m in members}):
+            replica_sets = await sites[cluster].kube.apps.list_namespaced_replica_set(NAMESPACE)
+            for rs in replica_sets.items:
+                annotations = rs.spec.template.metadata.annotations or {}
+                if annotations.get("bench/restartedAt") == stamp:
+                    member = Member(cluster, (rs.metadata.labels or {}).get("app", ""))
+                    if member in wanted:
+                        hashes[member] = (rs.metadata.labels or {}).get("pod-template-hash", "")
         await asyncio.sleep(0.2)
     return started, hashes
 
@@ -414,47 +531,51 @@ async def wait_streams(
 
 @dataclass
 class WatchProgress:
-    """How far the server's EndpointSlice watch has read, sampled from its /metrics."""
+    """How far the server's EndpointSlice watch of each cluster has read, from its /metrics."""
 
     admin: str
     server_pid: int
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (time, events)
+    clusters: tuple[str, ...] = (CLUSTER,)
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # (time, events)
 
-    async def sample(self) -> float | None:
+    async def sample(self) -> dict[str, float] | None:
         try:
             scrape = await asyncio.to_thread(promstats.fetch, self.admin, 30.0)
         except OSError:  # a busy server may answer late; the next sample will tell
             return None
-        value = scrape.value("watch_events_total", kind="EndpointSlice")
-        self.samples.append((time.time(), value))  # after the answer: an upper bound
-        return value
+        values = {
+            c: scrape.value("watch_events_total", cluster=c, kind="EndpointSlice")
+            for c in self.clusters
+        }
+        self.samples.append((time.time(), values))  # after the answer: an upper bound
+        return values
 
     async def run(self, interval_s: float = 0.25) -> None:
         while True:
             await self.sample()
             await asyncio.sleep(interval_s)
 
-    def caught_up_at(self, base: float, needed: int) -> float | None:
-        """When the server had read `needed` slice events past `base`."""
-        return next((t for t, v in self.samples if v - base >= needed), None)
+    def caught_up_at(self, cluster: str, base: float, needed: int) -> float | None:
+        """When the server had read `needed` slice events of `cluster` past `base`."""
+        return next((t for t, v in self.samples if v.get(cluster, 0.0) - base >= needed), None)
 
 
 async def run_step(
     step: Step,
     *,
-    kube: Kube,
-    names: list[str],
-    slices: SliceTracker,
+    sites: Sites,
+    plan: Plan,
     clients: Clients,
     scenario: Scenario,
     server: ServerProcess,
 ) -> tuple[dict[str, Any], Samples]:
-    before = {name: slices.ready_count(name) for name in names}
-    progress = WatchProgress(server.admin_address, server.pid)
+    members = [m for group in plan.values() for m in group]
+    before = {m.label: sites[m.cluster].slices.ready_count(m.service) for m in members}
+    progress = WatchProgress(server.admin_address, server.pid, tuple(sites))
     server_base = await progress.sample()
     if server_base is None:
-        server_base = await progress.sample() or 0.0
-    events_base = slices.events
+        server_base = await progress.sample() or {}
+    events_base = {name: site.slices.events for name, site in sites.items()}
     await clients.loop_lag()  # start a fresh lag window
     ends_before = (await clients.status({})).ends
     pid = progress.server_pid
@@ -465,27 +586,34 @@ async def run_step(
     poller = asyncio.create_task(progress.run())
     try:
         outcome, samples = await _run_step(
-            step, kube=kube, names=names, slices=slices, clients=clients, scenario=scenario
+            step, sites=sites, plan=plan, clients=clients, scenario=scenario
         )
     finally:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
-    # The slice event that completed the last service's final state: when did the
-    # server's watch read it, compared with ours?
-    last = max((slices.service(n) for n in names), key=lambda st: st.changed_by_event)
+    # The slice event that completed the last member's final state (in whichever
+    # cluster changed last): when did the server's watch of that cluster read it,
+    # compared with ours?
+    last = max(members, key=lambda m: sites[m.cluster].slices.service(m.service).changed_at)
+    last_state = sites[last.cluster].slices.service(last.service)
     wall = time.monotonic() - wall0
     outcome["wall_s"] = wall
     outcome["server_cpu_s"] = (procstat.cpu_seconds(pid) or cpu0) - cpu0
     outcome["server_main_thread_cpu_s"] = (procstat.cpu_seconds(pid, thread=pid) or main0) - main0
     outcome["server_main_thread_busy"] = outcome["server_main_thread_cpu_s"] / wall
     outcome["clients_cpu_s"] = procstat.total_cpu_seconds(clients.pids) - clients0
-    needed = last.changed_by_event - events_base
-    caught_up = progress.caught_up_at(server_base, needed) if needed > 0 else None
+    needed = last_state.changed_by_event - events_base[last.cluster]
+    caught_up = (
+        progress.caught_up_at(last.cluster, server_base.get(last.cluster, 0.0), needed)
+        if needed > 0
+        else None
+    )
     outcome["endpoints_before"] = before
-    outcome["slice_events"] = slices.events - events_base
+    outcome["slice_events"] = sum(site.slices.events - events_base[n] for n, site in sites.items())
+    outcome["last_slice_change_cluster"] = last.cluster
     outcome["server_read_final_slice_event_after_s"] = (
-        None if caught_up is None else caught_up - last.changed_at
+        None if caught_up is None else caught_up - last_state.changed_at
     )
     outcome["client_loop_lag"] = await clients.loop_lag()
     outcome["stream_ends"] = (await clients.status({})).ends - ends_before
@@ -495,29 +623,42 @@ async def run_step(
 async def _run_step(
     step: Step,
     *,
-    kube: Kube,
-    names: list[str],
-    slices: SliceTracker,
+    sites: Sites,
+    plan: Plan,
     clients: Clients,
     scenario: Scenario,
 ) -> tuple[dict[str, Any], Samples]:
+    members = [m for group in plan.values() for m in group]
     if step.kind == "restart":
-        t0, hashes = await restart_all(kube, names)
-        targets = {n: Target(step.replicas, hashes[n]) for n in names}
+        t0, hashes = await restart_all(sites, members)
+        member_targets = {m: Target(step.replicas, hashes[m]) for m in members}
     else:
-        t0 = await scale_all(kube, names, step.replicas)
-        targets = {n: Target(step.replicas) for n in names}
-    k8s_done = await slices.wait_for(targets, timeout_s=scenario.transition_timeout_s)
+        t0 = await scale_all(sites, members, step.replicas)
+        member_targets = {m: Target(step.replicas) for m in members}
+    targets = {key: combined_target(group, member_targets) for key, group in plan.items()}
+    k8s_done = await wait_members(sites, member_targets, timeout_s=scenario.transition_timeout_s)
     remaining = scenario.transition_timeout_s - (time.time() - min(t0.values()))
     _, converged = await wait_streams(
         clients, targets, timeout_s=max(remaining, 10.0), require_quiet=True, stall_s=STALL_S
     )
     reports = await clients.reports()
-    k8s_final = {
-        n: slices.service(n).changed_at if slices.service(n).satisfies(targets[n]) else None
-        for n in names
-    }
-    kube_s = [f - t0[n] for n, f in k8s_final.items() if f is not None]
+    # Per member: when its own cluster's EndpointSlices last changed into the final state.
+    member_final: dict[Member, float | None] = {}
+    for m in members:
+        state = sites[m.cluster].slices.service(m.service)
+        member_final[m] = state.changed_at if state.satisfies(member_targets[m]) else None
+    member_share = {m: f - t0[m] for m, f in member_final.items() if f is not None}
+    # Per target: from the first PATCH of its members to the last member being final.
+    target_t0 = {key: min(t0[m] for m in group) for key, group in plan.items()}
+    target_final: dict[str, float | None] = {}
+    kube_s: list[float] = []
+    for key, group in plan.items():
+        finals = [member_final[m] for m in group]
+        if all(f is not None for f in finals):
+            target_final[key] = max(f for f in finals if f is not None)
+            kube_s.append(max(member_share[m] for m in group))  # the slowest cluster's share
+        else:
+            target_final[key] = None
     end_to_end: list[float] = []
     ours: list[float] = []
     missing = 0
@@ -532,13 +673,15 @@ async def _run_step(
             seen = f" hashes={'+'.join(report.hashes)}" if target.template_hash else ""
             wrong[f"count={report.count}{seen}"] += 1
             continue
-        end_to_end.append(max(0.0, report.t_set - t0[report.service]))
-        final = k8s_final[report.service]
+        end_to_end.append(max(0.0, report.t_set - target_t0[report.service]))
+        final = target_final[report.service]
         if final is not None:
             ours.append(report.t_set - final)
+    counts = sorted({t.count for t in targets.values()})
     outcome = {
         "step": step.label,
         "endpoints_target": step.replicas,
+        "addresses_per_stream_target": counts[0] if len(counts) == 1 else counts,
         "kubernetes_converged": k8s_done,
         "streams_converged": converged,
         "streams_at_target": len(end_to_end),
@@ -546,14 +689,19 @@ async def _run_step(
         "wrong_states": dict(wrong.most_common(10)),
         "end_to_end_s": summary(end_to_end),
         "kubernetes_s": summary(kube_s),
+        "kubernetes_by_cluster_s": {
+            name: summary(v for m, v in member_share.items() if m.cluster == name) for name in sites
+        },
         "ours_s": summary(ours),
-        "slice_changes": sum(slices.service(n).changes for n in names),
+        "slice_changes": sum(sites[m.cluster].slices.service(m.service).changes for m in members),
     }
     return outcome, Samples(end_to_end, kube_s, ours)
 
 
-def histogram_summary(before: promstats.Scrape, after: promstats.Scrape) -> dict[str, Any]:
-    delta = promstats.histogram_delta(before, after, EVENT_TO_ENQUEUE, cluster=CLUSTER)
+def histogram_summary(
+    before: promstats.Scrape, after: promstats.Scrape, cluster: str = CLUSTER
+) -> dict[str, Any]:
+    delta = promstats.histogram_delta(before, after, EVENT_TO_ENQUEUE, cluster=cluster)
     out: dict[str, Any] = {"events": delta.count, "sum_s": delta.total_s}
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         value, above = delta.quantile(q)
@@ -584,6 +732,25 @@ def counters(before: promstats.Scrape, after: promstats.Scrape) -> dict[str, flo
     return {n: after.value(n) - before.value(n) for n in names}
 
 
+def counters_by_cluster(
+    before: promstats.Scrape, after: promstats.Scrape, clusters: list[str]
+) -> dict[str, dict[str, float]]:
+    names = ("watch_events_total", "watch_restarts_total", "watch_lists_total")
+    return {
+        c: {n: after.value(n, cluster=c) - before.value(n, cluster=c) for n in names}
+        for c in clusters
+    }
+
+
+def cache_objects(scrape: promstats.Scrape) -> dict[str, dict[str, float]]:
+    """The server's `cache_objects{cluster,kind}` gauges: what it holds per cluster."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in scrape.samples.get("cache_objects", {}).items():
+        labels = dict(key)
+        out.setdefault(labels.get("cluster", ""), {})[labels.get("kind", "")] = value
+    return out
+
+
 @contextlib.asynccontextmanager
 async def kube_client(cluster: LocalCluster) -> AsyncIterator[Kube]:
     api = await new_api_client(cluster.kubeconfig)
@@ -594,54 +761,70 @@ async def kube_client(cluster: LocalCluster) -> AsyncIterator[Kube]:
 
 
 async def run_scenario(
-    scenario: Scenario, cluster: LocalCluster, options: Options, work_dir: Path
+    scenario: Scenario, clusters: dict[str, LocalCluster], options: Options, work_dir: Path
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"scenario": scenario.name}
     names = service_names(scenario)
-    async with kube_client(cluster) as kube:
-        await kube.create_namespace(NAMESPACE)
-        async with tracking(kube.api, NAMESPACE) as slices:
-            started = time.monotonic()
-            await create_workloads(kube, scenario)
-            initial = {n: Target(scenario.initial) for n in names}
-            if not await slices.wait_for(initial, timeout_s=900):
-                raise TimeoutError("the initial endpoints never became ready")
-            result["setup_s"] = round(time.monotonic() - started, 1)
-            log(f"{scenario.name}: {scenario.services * scenario.initial} pods ready")
+    plan = plan_for(scenario)
+    async with contextlib.AsyncExitStack() as stack:
+        sites: Sites = {}
+        for name in scenario.clusters:
+            kube = await stack.enter_async_context(kube_client(clusters[name]))
+            await kube.create_namespace(NAMESPACE)
+            slices = await stack.enter_async_context(tracking(kube.api, NAMESPACE))
+            sites[name] = Site(name, clusters[name], kube, slices)
+        local, remotes = sites[CLUSTER], [sites[n] for n in scenario.clusters[1:]]
+        started = time.monotonic()
+        await asyncio.gather(*(create_workloads(site.kube, scenario) for site in sites.values()))
+        if scenario.federated:
+            await create_federated(local.kube, scenario)
+        if remotes:
+            await link_remotes(local, remotes)
+        initial = {Member(c, n): Target(scenario.initial) for c in sites for n in names}
+        if not await wait_members(sites, initial, timeout_s=900):
+            raise TimeoutError("the initial endpoints never became ready")
+        result["setup_s"] = round(time.monotonic() - started, 1)
+        log(
+            f"{scenario.name}: {scenario.services * scenario.initial} pods ready"
+            + (f" in each of {', '.join(sites)}" if len(sites) > 1 else "")
+        )
 
-            server = start_server(
-                kubeconfig=cluster.kubeconfig,
-                cluster_name=CLUSTER,
-                log_path=work_dir / f"{scenario.name}-server.log",
-                extra_args=list(options.server_args),
-                profile_to=work_dir / f"{scenario.name}-server.prof"
-                if options.profile_server
-                else None,
-            )
-            try:
-                result["server_ready_s"] = round(
-                    await asyncio.to_thread(wait_ready, server, 180), 2
-                )
-                result["server_rss_after_sync_mb"] = procstat.rss_mb(server.pid)
-                result["server_peak_rss_sync_mb"] = procstat.hwm_mb(server.pid)
-                result.update(
-                    await measure_with_clients(
-                        scenario, kube, names, slices, server, cluster, options
-                    )
-                )
-            finally:
-                code = await asyncio.to_thread(server.stop)
-                result["server_exit_code"] = code
-                result["server_log_tail"] = server.tail(10)
+        server = start_server(
+            kubeconfig=local.cluster.kubeconfig,
+            cluster_name=CLUSTER,
+            log_path=work_dir / f"{scenario.name}-server.log",
+            extra_args=list(options.server_args),
+            profile_to=work_dir / f"{scenario.name}-server.prof"
+            if options.profile_server
+            else None,
+        )
+        try:
+            result["server_ready_s"] = round(await asyncio.to_thread(wait_ready, server, 180), 2)
+            if remotes:
+                ready = time.monotonic()
+                for site in remotes:
+                    await wait_for_state(server.admin_address, site.name, "synced", timeout_s=180)
+                result["links_synced_after_ready_s"] = round(time.monotonic() - ready, 2)
+                result["links"] = list((await cluster_statuses(server.admin_address)).values())
+                log(f"{scenario.name}: links {', '.join(s.name for s in remotes)} synced")
+            result["server_rss_after_sync_mb"] = procstat.rss_mb(server.pid)
+            result["server_peak_rss_sync_mb"] = procstat.hwm_mb(server.pid)
+            synced = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
+            result["server_cache_objects_after_sync"] = cache_objects(synced)
+            result.update(await measure_with_clients(scenario, sites, plan, server, options))
+        finally:
+            code = await asyncio.to_thread(server.stop)
+            result["server_exit_code"] = code
+            result["server_log_tail"] = server.tail(10)
     return result
 
 
-def assignments_for(scenario: Scenario, names: list[str], options: Options) -> list[Assignment]:
-    """Streams slot by slot; slot k of every service goes to node k mod `client_nodes`."""
+def assignments_for(scenario: Scenario, targets: list[str], options: Options) -> list[Assignment]:
+    """Streams slot by slot; slot k of every target goes to node k mod `client_nodes`."""
     nodes = [f"{CLUSTER}-node-{i}" for i in range(options.client_nodes)]
     out: list[Assignment] = []
     for slot in range(scenario.streams_per_service):
-        for name in names:
+        for name in targets:
             stream_id = len(out)
             token = json.dumps(
                 {"ns": NAMESPACE, "nodeName": nodes[slot % len(nodes)], "pod": f"c{stream_id}"}
@@ -652,19 +835,18 @@ def assignments_for(scenario: Scenario, names: list[str], options: Options) -> l
 
 async def measure_with_clients(
     scenario: Scenario,
-    kube: Kube,
-    names: list[str],
-    slices: SliceTracker,
+    sites: Sites,
+    plan: Plan,
     server: ServerProcess,
-    cluster: LocalCluster,
     options: Options,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    assignments = assignments_for(scenario, names, options)
+    assignments = assignments_for(scenario, list(plan), options)
+    kube_pids = [pid for site in sites.values() for pid in cluster_pids(site.cluster).values()]
     with client_processes(server, assignments, options, track_hash=scenario.track_hash) as clients:
-        meter = Meter(server.pid, clients.pids, list(cluster_pids(cluster).values()))
+        meter = Meter(server.pid, clients.pids, kube_pids)
         meter.overall_peak_mb = procstat.hwm_mb(server.pid) or 0.0  # the initial sync's peak
-        initial = {n: Target(scenario.initial) for n in names}
+        initial = {key: Target(scenario.initial * len(group)) for key, group in plan.items()}
         with meter.phase() as connect:
             status, connected = await wait_streams(
                 clients, initial, timeout_s=60 + scenario.streams / 50, require_quiet=False
@@ -717,12 +899,12 @@ async def measure_with_clients(
             replicas = scenario.initial
             with meter.phase() as churn:
                 for step in scenario.steps:
-                    log(f"{scenario.name}: {step.label} of {len(names)} service(s)")
+                    where = f" in each of {', '.join(sites)}" if len(sites) > 1 else ""
+                    log(f"{scenario.name}: {step.label} of {scenario.services} service(s){where}")
                     outcome, samples = await run_step(
                         step,
-                        kube=kube,
-                        names=names,
-                        slices=slices,
+                        sites=sites,
+                        plan=plan,
                         clients=clients,
                         scenario=scenario,
                         server=server,
@@ -736,7 +918,8 @@ async def measure_with_clients(
                     log(
                         f"  {outcome['streams_at_target']}/{scenario.streams} streams right; "
                         f"p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])} max {_ms(e2e['max'])}; "
-                        f"kubernetes max {_ms(outcome['kubernetes_s']['max'])}; server read the "
+                        f"kubernetes max {_ms(outcome['kubernetes_s']['max'])}"
+                        f"{_by_cluster(outcome['kubernetes_by_cluster_s'])}; server read the "
                         f"final slice event {_ms(server_lag)} after us; "
                         f"client loop lag max {_ms(outcome['client_loop_lag']['max_s'])}; "
                         f"server main thread {outcome['server_main_thread_busy']:.0%} busy, "
@@ -753,18 +936,31 @@ async def measure_with_clients(
                 "event_to_enqueue": histogram_summary(before, after),
                 "counters": counters(before, after),
             }
+            if len(sites) > 1:
+                result["churn"]["event_to_enqueue_by_cluster"] = {
+                    name: histogram_summary(before, after, name) for name in sites
+                }
+                result["churn"]["counters_by_cluster"] = counters_by_cluster(
+                    before, after, list(sites)
+                )
         final = await clients.status({})
         result["stream_ends_total"] = final.ends
         result["streams_ended_at_least_once"] = final.streams_ended
-        result["server_active_streams_end"] = (
-            await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-        ).value("destination_active_streams", rpc="Get")
+        end = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
+        result["server_active_streams_end"] = end.value("destination_active_streams", rpc="Get")
+        result["server_cache_objects_end"] = cache_objects(end)
         result["server_peak_rss_mb"] = meter.overall_peak_mb
     return result
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}ms"
+
+
+def _by_cluster(shares: dict[str, dict[str, Any]]) -> str:
+    if len(shares) < 2:
+        return ""
+    return " (" + ", ".join(f"{c} {_ms(v['max'])}" for c, v in shares.items()) + ")"
 
 
 # -- machine description ---------------------------------------------------------------
@@ -845,7 +1041,8 @@ def run_all(scenarios: list[Scenario], options: Options) -> dict[str, Any]:
             load = wait_for_quiet_machine(options)
             log(
                 f"{scenario.name}: load {load['loadavg_at_start']} (waited {load['waited_s']}s); "
-                f"starting a cluster with {scenario.node_count} kwok nodes"
+                f"starting {', '.join(scenario.clusters)} with {scenario.node_count} kwok "
+                "nodes each"
             )
             entry: dict[str, Any] = {
                 "scenario": scenario.name,
@@ -854,18 +1051,21 @@ def run_all(scenarios: list[Scenario], options: Options) -> dict[str, Any]:
                     "streams_per_service": scenario.streams_per_service,
                     "streams": scenario.streams,
                     "initial_endpoints": scenario.initial,
+                    "clusters": list(scenario.clusters),
+                    "federated": scenario.federated,
+                    "members_per_stream": scenario.members,
                     "steps": [s.label for s in scenario.steps],
                     "hold_s": scenario.hold_s,
                     "kwok_nodes": scenario.node_count,
-                    "peak_pods": scenario.peak_pods,
+                    "peak_pods": scenario.peak_pods,  # per cluster
                     "notes": list(scenario.notes),
                 },
                 "load": load,
             }
             started = time.monotonic()
             try:
-                with local_cluster(scenario.node_count, work_dir) as cluster:
-                    entry.update(asyncio.run(run_scenario(scenario, cluster, options, work_dir)))
+                with local_clusters(scenario.clusters, scenario.node_count, work_dir) as clusters:
+                    entry.update(asyncio.run(run_scenario(scenario, clusters, options, work_dir)))
             except Exception as err:  # one failed scenario must not hide the others' results
                 entry["error"] = f"{type(err).__name__}: {err}"
                 log(f"{scenario.name}: FAILED: {entry['error']}")
