@@ -12,6 +12,11 @@ Clusters start in phases (`start_clusters`) so that several of them boot in
 parallel: most of the time goes into waiting for each API server to become
 ready, and that waiting overlaps.
 
+A cluster can run extra API servers on the same etcd (`add_apiserver`), as an
+HA control plane does. The controllers, the scheduler and kwok keep using the
+primary one, so a test can take away the API server that the code under test
+talks to while the cluster goes on changing, then bring it back.
+
 Every process runs in its own process group with a parent-death signal, so a
 crashed test run does not leave control planes behind; `stop()` terminates the
 groups and waits for them.
@@ -90,6 +95,9 @@ class ClusterSpec:
     index: int
     cluster_domain: str = "cluster.local"
     node_count: int = 2
+    # Extra kube-apiserver flags for every API server of the cluster (primary
+    # and extras); a flag given here overrides the default value of the same flag.
+    apiserver_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.index <= 80:
@@ -116,7 +124,12 @@ class ClusterSpec:
         return tuple(f"{self.name}-node-{i}" for i in range(self.node_count))
 
 
-def specs_for(names: Sequence[str], *, cluster_domain: str = "cluster.local") -> list[ClusterSpec]:
+def specs_for(
+    names: Sequence[str],
+    *,
+    cluster_domain: str = "cluster.local",
+    apiserver_args: Sequence[str] = (),
+) -> list[ClusterSpec]:
     """Specs with distinct indexes: well-known names keep theirs, others follow."""
     if len(set(names)) != len(names):
         raise ValueError(f"cluster names must be distinct: {list(names)}")
@@ -127,6 +140,7 @@ def specs_for(names: Sequence[str], *, cluster_domain: str = "cluster.local") ->
             name=name,
             index=WELL_KNOWN_INDEXES.get(name) or next(spare),
             cluster_domain=cluster_domain,
+            apiserver_args=tuple(apiserver_args),
         )
         for name in names
     ]
@@ -168,9 +182,9 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def write_kubeconfig(
-    path: Path, *, cluster: str, server: str, ca: Path, user: str, credentials: dict[str, str]
-) -> None:
+def kubeconfig_text(
+    *, cluster: str, server: str, ca: Path, user: str, credentials: dict[str, str]
+) -> str:
     """A single-context kubeconfig with everything embedded (portable as a Secret)."""
 
     def b64(data: bytes) -> str:
@@ -189,7 +203,16 @@ def write_kubeconfig(
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
         "current-context": cluster,
     }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_kubeconfig(
+    path: Path, *, cluster: str, server: str, ca: Path, user: str, credentials: dict[str, str]
+) -> None:
+    """`kubeconfig_text` in a file only its owner can read (it holds credentials)."""
+    path.write_text(
+        kubeconfig_text(cluster=cluster, server=server, ca=ca, user=user, credentials=credentials)
+    )
     path.chmod(0o600)
 
 
@@ -212,6 +235,7 @@ class LocalCluster:
     apiserver_port: int
     pki: ClusterPki | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _extra_apiservers: dict[str, ExtraApiServer] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -339,49 +363,64 @@ class LocalCluster:
                 raise ClusterStartError(f"{self.name}: etcd not healthy at {url}")
             time.sleep(0.2)
 
-    def start_apiserver(self) -> None:
+    def _apiserver_argv(self, *, port: int, cert_dir: Path, extra: Sequence[str] = ()) -> list[str]:
+        """Flags of every API server of this cluster; `extra` comes last, so it overrides.
+
+        kube-apiserver keeps the last value of a repeated flag, which is what
+        lets ClusterSpec.apiserver_args and an extra server's own flags replace
+        a default here.
+        """
         assert self.pki is not None, "prepare() first"
         issuer = f"https://kubernetes.default.svc.{self.spec.cluster_domain}"
+        return [
+            str(self.binaries.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={cert_dir}",
+            f"--tls-cert-file={self.pki.apiserver.cert}",
+            f"--tls-private-key-file={self.pki.apiserver.key}",
+            f"--client-ca-file={self.pki.ca.cert}",
+            f"--service-cluster-ip-range={self.spec.service_cidr}",
+            f"--service-account-issuer={issuer}",
+            f"--api-audiences={issuer}",
+            f"--service-account-key-file={self.pki.service_account_pub}",
+            f"--service-account-signing-key-file={self.pki.service_account_key}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+            *self.spec.apiserver_args,
+            *extra,
+        ]
+
+    def start_apiserver(self) -> None:
         self._spawn(
             "kube-apiserver",
-            [
-                str(self.binaries.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.apiserver_port}",
-                f"--cert-dir={self.directory / 'apiserver-certs'}",
-                f"--tls-cert-file={self.pki.apiserver.cert}",
-                f"--tls-private-key-file={self.pki.apiserver.key}",
-                f"--client-ca-file={self.pki.ca.cert}",
-                f"--service-cluster-ip-range={self.spec.service_cidr}",
-                f"--service-account-issuer={issuer}",
-                f"--api-audiences={issuer}",
-                f"--service-account-key-file={self.pki.service_account_pub}",
-                f"--service-account-signing-key-file={self.pki.service_account_key}",
-                "--authorization-mode=RBAC",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--v=1",
-            ],
+            self._apiserver_argv(
+                port=self.apiserver_port, cert_dir=self.directory / "apiserver-certs"
+            ),
         )
 
-    def _https_get(self, path: str) -> tuple[int, bytes]:
+    def _https_get(self, path: str, *, server: str | None = None) -> tuple[int, bytes]:
+        """GET as the admin, from the primary API server unless `server` names another."""
         assert self.pki is not None
         context = ssl.create_default_context(cafile=str(self.pki.ca.cert))
         context.load_cert_chain(str(self.pki.admin.cert), str(self.pki.admin.key))
+        url = (server or self.server) + path
         try:
-            with urllib.request.urlopen(self.server + path, timeout=5, context=context) as resp:
+            with urllib.request.urlopen(url, timeout=5, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
 
-    def wait_apiserver(self, deadline: float) -> None:
+    def _wait_ready(self, component: str, server: str, deadline: float) -> None:
         last = "no answer"
         while True:
-            self._check_alive("kube-apiserver")
+            self._check_alive(component)
             try:
-                status, body = self._https_get("/readyz")
+                status, body = self._https_get("/readyz", server=server)
                 if status == 200:
                     return
                 last = f"HTTP {status}: {body[-500:].decode(errors='replace')}"
@@ -389,10 +428,49 @@ class LocalCluster:
                 last = str(err)
             if time.monotonic() > deadline:
                 raise ClusterStartError(
-                    f"{self.name}: kube-apiserver not ready at {self.server}: {last}\n"
-                    f"{_tail(self.log_dir / 'kube-apiserver.log')}"
+                    f"{self.name}: {component} not ready at {server}: {last}\n"
+                    f"{_tail(self.log_dir / f'{component}.log')}"
                 )
             time.sleep(0.25)
+
+    def wait_apiserver(self, deadline: float) -> None:
+        self._wait_ready("kube-apiserver", self.server, deadline)
+
+    def add_apiserver(
+        self,
+        name: str = "kube-apiserver-2",
+        *,
+        args: Sequence[str] = (),
+        timeout_s: float = STARTUP_TIMEOUT_S,
+    ) -> ExtraApiServer:
+        """Start one more API server on this cluster's etcd and return once it is ready.
+
+        It keeps one loopback port for its whole life (a restart reuses it, so
+        clients reconnect to the same URL) and serves the primary's
+        certificate, whose IP SAN 127.0.0.1 holds whatever the port. `args` are
+        flags for this server only (they come after ClusterSpec.apiserver_args).
+        """
+        assert self.pki is not None, "prepare() first"
+        reserved = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+        if name in reserved or name in self._extra_apiservers:
+            raise ValueError(f"{self.name}: component name {name!r} is already taken")
+        (port,) = _free_ports(1)
+        extra = ExtraApiServer(cluster=self, name=name, port=port, args=tuple(args))
+        self._extra_apiservers[name] = extra
+        write_kubeconfig(
+            extra.kubeconfig,
+            cluster=self.name,
+            server=extra.server,
+            ca=self.pki.ca.cert,
+            user="admin",
+            credentials=_client_cert_credentials(self.pki.admin),
+        )
+        extra.start(timeout_s=timeout_s)
+        return extra
+
+    @property
+    def extra_apiservers(self) -> list[ExtraApiServer]:
+        return list(self._extra_apiservers.values())
 
     def start_workers(self) -> None:
         """Controllers, scheduler and kwok: everything that needs a ready API server."""
@@ -533,9 +611,13 @@ class LocalCluster:
             )
         return result.stdout
 
-    def stop_apiserver(self) -> None:
-        """Take the API server away (a remote-cluster outage); etcd keeps the data."""
-        self._stop_component("kube-apiserver")
+    def stop_apiserver(self, *, grace_s: float = 3.0) -> None:
+        """Take the API server away (a remote-cluster outage); etcd keeps the data.
+
+        SIGKILL after `grace_s`: with watches open it would take a minute to
+        exit by itself (see ExtraApiServer.stop).
+        """
+        self._stop_component("kube-apiserver", timeout_s=grace_s)
 
     def restart_apiserver(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Bring the API server back on the same port with the same data."""
@@ -543,15 +625,77 @@ class LocalCluster:
         self.wait_apiserver(time.monotonic() + timeout_s)
 
     def stop(self) -> None:
-        """Stop every component, workers first, etcd last."""
+        """Stop every component, workers first, then the API servers, etcd last."""
         for component in (
             "kwok",
             "kube-scheduler",
             "kube-controller-manager",
+            *self._extra_apiservers,
             "kube-apiserver",
             "etcd",
         ):
             self._stop_component(component)
+
+
+@dataclass
+class ExtraApiServer:
+    """One more kube-apiserver of a LocalCluster, on the same etcd (an HA control plane).
+
+    Nothing else in the cluster uses it: controllers, scheduler and kwok talk
+    to the primary, so stopping this one takes the API away from the code
+    under test only, while the cluster goes on changing behind it. It stays
+    out of the `kubernetes` Service's endpoint reconciliation: it advertises
+    the primary's address, so it would share the primary's master lease (keyed
+    by address) and delete it each time it stops. On loopback that Service has
+    no endpoints anyway (the API refuses 127.0.0.1 as an endpoint address).
+    """
+
+    cluster: LocalCluster
+    name: str
+    port: int
+    args: tuple[str, ...] = ()
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """An admin kubeconfig that talks to this server, not to the primary."""
+        return self.cluster.directory / f"admin-{self.name}.kubeconfig"
+
+    @property
+    def running(self) -> bool:
+        return self.name in self.cluster.running_components()
+
+    def start(self, *, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Start it on its port (again) and wait until /readyz answers 200."""
+        if self.running:
+            return
+        cluster = self.cluster
+        cluster._spawn(
+            self.name,
+            cluster._apiserver_argv(
+                port=self.port,
+                cert_dir=cluster.directory / f"{self.name}-certs",
+                # Before self.args, so a test can still ask for the lease reconciler.
+                extra=("--endpoint-reconciler-type=none", *self.args),
+            ),
+        )
+        cluster._wait_ready(self.name, self.server, time.monotonic() + timeout_s)
+
+    def stop(self, *, grace_s: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after `grace_s`; etcd keeps the data.
+
+        kube-apiserver stops listening at once on SIGTERM, but with its default
+        flags it leaves open watches alone and exits a minute later (measured
+        with 1.34). A test should not wait that long, so a server with watchers
+        is killed after `grace_s`, and they see their streams cut short, as when
+        a kubelet kills an API server at the end of its pod's grace period.
+        Start the server with `--shutdown-watch-termination-grace-period=<d>`
+        to have it end watches cleanly instead.
+        """
+        self.cluster._stop_component(self.name, timeout_s=grace_s)
 
 
 def start_clusters(
