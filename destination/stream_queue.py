@@ -24,7 +24,6 @@ reconnects and starts from a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -44,6 +43,24 @@ class StreamClosed(Exception):
 
 
 class StreamQueue(Generic[S]):
+    # Ten thousand streams hold one each: slots, a plain list (the writer takes
+    # one item or all of them, never from the front of many) and a future made
+    # only while the writer waits keep an idle queue to a few hundred bytes.
+    __slots__ = (
+        "_capacity",
+        "_catch_up",
+        "_closed",
+        "_delivered",
+        "_items",
+        "_latest",
+        "_on_overflow",
+        "_on_stuck",
+        "_stuck_deadline_s",
+        "_stuck_timer",
+        "_waiter",
+        "overflows",
+    )
+
     def __init__(
         self,
         *,
@@ -57,7 +74,7 @@ class StreamQueue(Generic[S]):
         if capacity <= 0:
             raise ValueError("capacity must be positive")
         self._capacity = capacity
-        self._items: deque[QueueItem[S]] = deque()
+        self._items: list[QueueItem[S]] = []
         self._delivered = delivered
         self._latest: S | None = None  # set while lagging
         self._catch_up = catch_up
@@ -65,7 +82,7 @@ class StreamQueue(Generic[S]):
         self._on_overflow = on_overflow
         self._on_stuck = on_stuck
         self._stuck_timer: asyncio.TimerHandle | None = None
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self.overflows = 0
 
@@ -92,19 +109,19 @@ class StreamQueue(Generic[S]):
             )
         else:
             self._items.append(item)
-        self._wakeup.set()
+        self._wake()
 
     def close(self) -> None:
         """End the stream after what is already queued has been written."""
         self._closed = True
         self._cancel_stuck_timer()
-        self._wakeup.set()
+        self._wake()
 
     async def next(self) -> tuple[bytes, ...]:
         """Payloads to write next; raises StreamClosed once closed and drained."""
         while True:
             if len(self._items) == 1:
-                item = self._items.popleft()
+                item = self._items.pop()
                 self._delivered = item.snapshot
                 return item.payloads
             if self._items:
@@ -125,8 +142,16 @@ class StreamQueue(Generic[S]):
                 continue
             if self._closed:
                 raise StreamClosed()
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _check_stuck(self) -> None:
         self._stuck_timer = None

@@ -47,6 +47,7 @@ LOCAL_KINDS = (
     Kind.NODE,
     Kind.REPLICA_SET,
     Kind.JOB,
+    Kind.SERVER,
 )
 # What remote discovery reads in a linked cluster, and nothing more: these
 # three kinds are all that the remote RBAC (deploy/remote-access.yaml) grants.

@@ -21,6 +21,7 @@ from .models import (
     ObjectRef,
     OwnerRef,
     PodInfo,
+    ServerInfo,
     ServiceInfo,
     ServiceRef,
     SliceInfo,
@@ -42,6 +43,8 @@ class ClusterIndex:
         self.nodes: dict[str, NodeInfo] = {}
         self.replica_sets: dict[ObjectRef, WorkloadOwner] = {}
         self.jobs: dict[ObjectRef, WorkloadOwner] = {}
+        self.servers: dict[ObjectRef, ServerInfo] = {}
+        self._servers_by_namespace: defaultdict[str, set[ObjectRef]] = defaultdict(set)
         self.slices_by_service: defaultdict[ServiceRef, set[ObjectRef]] = defaultdict(set)
         self._services_by_pod: defaultdict[ObjectRef, set[ServiceRef]] = defaultdict(set)
         # (namespace, owner kind, owner name) -> pods, for owner-label updates
@@ -71,6 +74,13 @@ class ClusterIndex:
                 return job.owner
         return owner
 
+    def server_opaque(self, pod: PodInfo, port: int) -> bool:
+        """Whether a Server in the pod's namespace makes this port of it opaque (§5.8)."""
+        return any(
+            self.servers[ref].makes_opaque(pod, port)
+            for ref in self._servers_by_namespace.get(pod.ref.namespace, ())
+        )
+
     def sizes(self) -> dict[Kind, int]:
         return {
             Kind.SERVICE: len(self.services),
@@ -79,6 +89,7 @@ class ClusterIndex:
             Kind.NODE: len(self.nodes),
             Kind.REPLICA_SET: len(self.replica_sets),
             Kind.JOB: len(self.jobs),
+            Kind.SERVER: len(self.servers),
         }
 
     # -- writes: each returns the services whose endpoints may have changed ----
@@ -98,7 +109,7 @@ class ClusterIndex:
             if record.owner is not None:
                 key = (record.ref.namespace, record.owner.kind, record.owner.name)
                 self._pods_by_owner[key].add(record.ref)
-            if old == record:
+            if old == record and not self._server_inputs_changed(old, record):
                 # Status churn (phase, conditions, IPs): nothing translation reads
                 # changed. During a rollout this is most pod events, and skipping
                 # them keeps a burst from rebuilding every address set per event.
@@ -109,6 +120,13 @@ class ClusterIndex:
             return set()
         if isinstance(record, ClusterCredentials):
             raise TypeError("link Secrets belong to the cluster store, not to an index")
+        if isinstance(record, ServerInfo):
+            old_server = self.servers.get(record.ref)
+            self.servers[record.ref] = record
+            self._servers_by_namespace[record.ref.namespace].add(record.ref)
+            if old_server == record:
+                return set()
+            return self._services_in(record.ref.namespace)
         return self._upsert_workload_owner(record)
 
     def delete(self, kind: Kind, ref: ObjectRef) -> set[ServiceRef]:
@@ -127,6 +145,15 @@ class ClusterIndex:
             return set()
         if kind is Kind.SECRET:
             return set()
+        if kind is Kind.SERVER:
+            if self.servers.pop(ref, None) is None:
+                return set()
+            refs = self._servers_by_namespace.get(ref.namespace)
+            if refs is not None:
+                refs.discard(ref)
+                if not refs:
+                    del self._servers_by_namespace[ref.namespace]
+            return self._services_in(ref.namespace)
         table = self.replica_sets if kind is Kind.REPLICA_SET else self.jobs
         if table.pop(ref, None) is None:
             return set()
@@ -156,6 +183,8 @@ class ClusterIndex:
             return [ObjectRef("", name) for name in self.nodes]
         if kind is Kind.SECRET:
             return []
+        if kind is Kind.SERVER:
+            return list(self.servers)
         return list(self.replica_sets if kind is Kind.REPLICA_SET else self.jobs)
 
     def _add_slice(self, info: SliceInfo) -> None:
@@ -185,6 +214,16 @@ class ClusterIndex:
                 if not services:
                     del self._services_by_pod[pod]
         return {old.service}
+
+    def _server_inputs_changed(self, old: PodInfo | None, new: PodInfo) -> bool:
+        """Labels and container ports only matter where Servers could select the pod."""
+        if old is None or new.ref.namespace not in self._servers_by_namespace:
+            return False
+        return old.labels != new.labels or old.container_ports != new.container_ports
+
+    def _services_in(self, namespace: str) -> set[ServiceRef]:
+        """Services with endpoints in `namespace`: what a Server there can change."""
+        return {service for service in self.slices_by_service if service.namespace == namespace}
 
     def _forget_pod_owner(self, ref: ObjectRef) -> None:
         old = self.pods.get(ref)

@@ -49,6 +49,7 @@ class Kind(enum.Enum):
     REPLICA_SET = "ReplicaSet"
     JOB = "Job"
     SECRET = "Secret"  # link credentials, in the controller namespace only
+    SERVER = "Server"  # policy.linkerd.io; `proxyProtocol: opaque` marks ports opaque
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,63 @@ class WorkloadOwner:
     kind: Kind  # REPLICA_SET or JOB
     ref: ObjectRef
     owner: OwnerRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorRequirement:
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist (validated when projected)
+    values: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    """A Kubernetes label selector; the empty selector matches everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in self.match_labels):
+            return False
+        for requirement in self.expressions:
+            value = labels.get(requirement.key)
+            if requirement.operator == "In":
+                if value is None or value not in requirement.values:
+                    return False
+            elif requirement.operator == "NotIn":
+                if value is not None and value in requirement.values:
+                    return False
+            elif requirement.operator == "Exists":
+                if value is None:
+                    return False
+            elif value is not None:  # DoesNotExist
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A policy Server, as far as Get reads it: which pod ports it makes opaque."""
+
+    ref: ObjectRef
+    pod_selector: LabelSelector | None  # None: selects no pod (e.g. an EW selector)
+    port: int | str  # a number, or the name of a container port
+    opaque: bool
+
+    def makes_opaque(self, pod: PodInfo, port: int) -> bool:
+        """Reference §5.8: same namespace, opaque, selector and port match."""
+        if not self.opaque or self.pod_selector is None or pod.ref.namespace != self.ref.namespace:
+            return False
+        if isinstance(self.port, int):
+            if self.port != port:
+                return False
+        elif not any(
+            p.name == self.port and port in (p.container_port, p.host_port)
+            for p in pod.container_ports
+        ):
+            return False
+        return self.pod_selector.matches(pod.label_map())
 
 
 @dataclass(frozen=True, slots=True)

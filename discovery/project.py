@@ -19,11 +19,14 @@ from .models import (
     ClusterName,
     ContainerPort,
     Kind,
+    LabelSelector,
     NodeInfo,
     ObjectRef,
     OwnerRef,
     PodInfo,
     ProxyPorts,
+    SelectorRequirement,
+    ServerInfo,
     ServiceInfo,
     ServicePort,
     ServiceRef,
@@ -69,7 +72,9 @@ class Invalid:
     reason: str
 
 
-Record = ServiceInfo | SliceInfo | PodInfo | NodeInfo | WorkloadOwner | ClusterCredentials
+Record = (
+    ServiceInfo | SliceInfo | PodInfo | NodeInfo | WorkloadOwner | ClusterCredentials | ServerInfo
+)
 
 
 def _meta(raw: Raw) -> Mapping[str, Any]:
@@ -357,6 +362,47 @@ def project_credentials(raw: Raw) -> ClusterCredentials | Invalid:
         return Invalid(Kind.SECRET, str(object_key(raw)), f"malformed Secret: {err!r}")
 
 
+_SET_OPERATORS = frozenset({"In", "NotIn"})
+_EXISTENCE_OPERATORS = frozenset({"Exists", "DoesNotExist"})
+
+
+def label_selector(raw: Any) -> LabelSelector:
+    """A label selector; ValueError when it is not one Kubernetes would accept."""
+    if not isinstance(raw, Mapping):
+        raise ValueError("selector is not an object")
+    match_labels = tuple(sorted(_strings(raw.get("matchLabels")).items()))
+    expressions = []
+    for item in raw.get("matchExpressions") or []:
+        operator = str(item.get("operator", ""))
+        values = frozenset(str(v) for v in item.get("values") or [])
+        if operator in _SET_OPERATORS and not values:
+            raise ValueError(f"operator {operator} needs values")
+        if operator in _EXISTENCE_OPERATORS and values:
+            raise ValueError(f"operator {operator} takes no values")
+        if operator not in _SET_OPERATORS | _EXISTENCE_OPERATORS:
+            raise ValueError(f"unknown operator {operator!r}")
+        expressions.append(SelectorRequirement(str(item["key"]), operator, values))
+    return LabelSelector(match_labels=match_labels, expressions=tuple(expressions))
+
+
+def project_server(raw: Raw) -> ServerInfo | Invalid:
+    """A Server; an invalid selector makes it Invalid (skipped, as in the reference)."""
+    try:
+        spec = raw.get("spec") or {}
+        port = spec.get("port")
+        if isinstance(port, bool) or not isinstance(port, int | str) or port in ("", 0):
+            raise ValueError(f"port {port!r} is not a number or a name")
+        selector = spec.get("podSelector")
+        return ServerInfo(
+            ref=_ref(raw),
+            pod_selector=None if selector is None else label_selector(selector),
+            port=port,
+            opaque=spec.get("proxyProtocol") == "opaque",
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        return Invalid(Kind.SERVER, str(object_key(raw)), f"malformed Server: {err}")
+
+
 def project(kind: Kind, raw: Raw) -> Record | Invalid:
     """Dispatch on kind; the reflector's single entry point."""
     if kind is Kind.SERVICE:
@@ -369,4 +415,6 @@ def project(kind: Kind, raw: Raw) -> Record | Invalid:
         return project_node(raw)
     if kind is Kind.SECRET:
         return project_credentials(raw)
+    if kind is Kind.SERVER:
+        return project_server(raw)
     return project_workload_owner(raw, kind)

@@ -41,7 +41,13 @@ LIST_PATHS: dict[Kind, str] = {
     Kind.NODE: "/api/v1/nodes",
     Kind.REPLICA_SET: "/apis/apps/v1/replicasets",
     Kind.JOB: "/apis/batch/v1/jobs",
+    Kind.SERVER: "/apis/policy.linkerd.io/v1beta3/servers",
 }
+
+# Kinds of optional CRDs: a cluster without them lists as empty (and is asked
+# again every NOT_SERVED_RETRY_S), instead of never syncing.
+OPTIONAL_KINDS = frozenset({Kind.SERVER})
+NOT_SERVED_RETRY_S = 60.0
 
 
 def secrets_path(namespace: str) -> str:
@@ -82,6 +88,10 @@ class Deleted:
 
 
 ReflectorEvent = Listed | Upserted | Deleted
+
+
+class NotServed(Exception):
+    """The API server does not serve this (optional) resource."""
 
 
 class WatchExpired(Exception):
@@ -150,6 +160,9 @@ class Reflector:
             except WatchExpired:
                 reason = "expired"
                 self._log.info("watch_expired_relisting")
+            except NotServed:
+                reason = "not_served"
+                await asyncio.sleep(NOT_SERVED_RETRY_S)
             except (aiohttp.ClientError, TimeoutError, ApiError, OSError, ValueError) as err:
                 reason = type(err).__name__
                 await self._failed(str(err) or reason, backoff)
@@ -198,6 +211,8 @@ class Reflector:
             async with await self._request(query, watch=False) as response:
                 if response.status == 410:
                     raise WatchExpired()  # the continue token expired mid-list
+                if response.status == 404 and self.kind in OPTIONAL_KINDS:
+                    self._not_served(started)
                 if response.status != 200:
                     raise ApiError(response.status, await response.text())
                 body = await response.json(loads=json.loads)
@@ -237,6 +252,17 @@ class Reflector:
                 event = json.loads(line)
                 version = self._handle(event, received) or version
         return version
+
+    def _not_served(self, started: float) -> None:
+        """An optional CRD that is not installed: nothing of it exists, for now."""
+        if not self.synced.is_set():
+            self._log.info("resource_not_served", path=self._path, retry_in_s=NOT_SERVED_RETRY_S)
+        self._on_event(Listed(self.kind, ()), started)
+        self.synced.set()
+        self.last_error = None
+        if self._on_health is not None:
+            self._on_health(self, None)
+        raise NotServed()
 
     def _handle(self, event: dict[str, Any], received: float) -> str | None:
         """Apply one watch event; returns the resourceVersion to resume from."""

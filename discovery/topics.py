@@ -169,7 +169,9 @@ def build_addresses(
                     opaque_ports = (
                         pod.opaque_ports if pod.opaque_ports is not None else default_opaque_ports
                     )
-                    opaque = endpoint_port in opaque_ports
+                    opaque = endpoint_port in opaque_ports or index.server_opaque(
+                        pod, endpoint_port
+                    )
                 address = Address(
                     ip=ip,
                     port=endpoint_port,

@@ -19,11 +19,15 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from tests.integration.destination_client import Stream, values
 from tests.kube.cluster import LocalCluster
 from tests.kube.credentials import apply_remote_access, service_account_kubeconfig
 from tests.kube.workloads import Kube, eventually
 
 CONTROLLER_NAMESPACE = "linkerd"
+REMOTE_DISCOVERY = "multicluster.linkerd.io/remote-discovery"
+REMOTE_SERVICE = "multicluster.linkerd.io/remote-service"
+LOCAL_DISCOVERY = "multicluster.linkerd.io/local-discovery"
 
 
 def link_name(cluster: LocalCluster) -> str:
@@ -122,3 +126,22 @@ async def metric(admin: str, name: str, **labels: str) -> float:
         if named and all(w in line for w in wanted):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+async def create_remote_mirror(local: Kube, namespace: str, *, cluster: str) -> str:
+    """Mirror `web-west` of `web` in linked `cluster`, as a service mirror writes it; its path."""
+    name = "web-west"
+    await local.create_service(
+        namespace,
+        name,
+        selector={},
+        labels={REMOTE_DISCOVERY: cluster, REMOTE_SERVICE: "web"},
+    )
+    return f"{name}.{namespace}.svc.cluster.local:80"
+
+
+async def converge(stream: Stream, ips: list[str], what: str) -> None:
+    """Wait until the stream holds exactly `ips`."""
+    await eventually(
+        lambda: values(stream.ips()), lambda got: got == sorted(ips), what=what, timeout_s=60
+    )

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client as k8s
 
 from destination._proto import destination_pb2 as pb
 from tests.integration.destination_client import Server, Stream, open_stream, values
@@ -117,6 +118,46 @@ async def test_opaque_port_annotation_makes_the_hint_opaque(
     assert addr.protocol_hint.WhichOneof("protocol") == "opaque"
     assert addr.protocol_hint.opaque_transport.inbound_port == 4143
     stream.call.cancel()
+
+
+async def test_an_opaque_server_makes_the_hint_opaque_until_it_is_deleted(
+    server: Server, east: Kube, namespace: str
+) -> None:
+    await create_deployment(east, namespace, "db", 1, pod_template("db", meshed=True))
+    await east.create_service(namespace, "db")
+    ips = await east.wait_for_ready_endpoints(namespace, "db", 1)
+    stream = open_stream(server, f"db.{namespace}.svc.cluster.local:80")
+    await wait_for(stream, ips)
+
+    def hint() -> str | None:
+        (addr,) = stream.addresses.values()
+        return addr.protocol_hint.WhichOneof("protocol")
+
+    assert hint() == "h2"
+    objects = k8s.CustomObjectsApi(east.api)
+    body = {
+        "apiVersion": "policy.linkerd.io/v1beta3",
+        "kind": "Server",
+        "metadata": {"name": "db-http"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "port": "http",
+            "proxyProtocol": "opaque",
+        },
+    }
+    await objects.create_namespaced_custom_object(
+        "policy.linkerd.io", "v1beta3", namespace, "servers", body
+    )
+    await eventually(lambda: _value(hint()), lambda h: h == "opaque", what="opaque from the Server")
+    await objects.delete_namespaced_custom_object(
+        "policy.linkerd.io", "v1beta3", namespace, "servers", "db-http"
+    )
+    await eventually(lambda: _value(hint()), lambda h: h == "h2", what="h2 again")
+    stream.call.cancel()
+
+
+async def _value(value: str | None) -> str | None:
+    return value
 
 
 async def test_topology_hints_keep_same_zone_endpoints_for_a_subscriber_node(

@@ -25,9 +25,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from tests.integration.destination_client import Server, Stream, open_stream, values
+from tests.integration.destination_client import Server, Stream, open_stream
 from tests.integration.links import (
+    LOCAL_DISCOVERY,
+    REMOTE_DISCOVERY,
+    REMOTE_SERVICE,
     cluster_statuses,
+    converge,
+    create_remote_mirror,
     delete_link,
     link_name,
     link_secret,
@@ -40,10 +45,6 @@ from tests.kube.credentials import service_account_kubeconfig
 from tests.kube.workloads import Kube, eventually
 
 pytestmark = pytest.mark.integration
-
-REMOTE_DISCOVERY = "multicluster.linkerd.io/remote-discovery"
-REMOTE_SERVICE = "multicluster.linkerd.io/remote-service"
-LOCAL_DISCOVERY = "multicluster.linkerd.io/local-discovery"
 
 
 @pytest.fixture
@@ -71,12 +72,6 @@ async def link(east: Kube, remote: Kube, *, trust_domain: str) -> str:
     kubeconfig = await reader_kubeconfig(remote.cluster)
     await put_link(east, link_secret(name, kubeconfig=kubeconfig, trust_domain=trust_domain))
     return name
-
-
-async def converge(stream: Stream, ips: list[str], what: str) -> None:
-    await eventually(
-        lambda: values(stream.ips()), lambda got: got == sorted(ips), what=what, timeout_s=60
-    )
 
 
 def removed_ips(stream: Stream, since: int) -> set[str]:
@@ -231,11 +226,9 @@ async def test_rotating_credentials_under_a_live_stream_removes_nothing(
     ns = mc_namespace
     cluster = await link(east, west, trust_domain="west.example")
     ips = await deploy(west, ns, "web", 3)
-    await east.create_service(
-        ns, "web-west", selector={}, labels={REMOTE_DISCOVERY: cluster, REMOTE_SERVICE: "web"}
-    )
+    path = await create_remote_mirror(east, ns, cluster=cluster)
     await wait_for_state(server.admin, cluster, "synced")
-    stream = open_stream(server, f"web-west.{ns}.svc.cluster.local:80")
+    stream = open_stream(server, path)
     await converge(stream, ips, "the remote pods")
     applied = await metric(
         server.admin,
@@ -326,17 +319,12 @@ async def test_deleting_a_link_removes_its_endpoints_and_later_gets_are_not_foun
     ns = mc_namespace
     cluster = await link(east, west, trust_domain="west.example")
     ips = await deploy(west, ns, "web", 2)
-    await east.create_service(
-        ns, "web-west", selector={}, labels={REMOTE_DISCOVERY: cluster, REMOTE_SERVICE: "web"}
-    )
+    path = await create_remote_mirror(east, ns, cluster=cluster)
     await wait_for_state(server.admin, cluster, "synced")
-    stream = open_stream(server, f"web-west.{ns}.svc.cluster.local:80")
+    stream = open_stream(server, path)
     await converge(stream, ips, "the remote pods")
     await delete_link(east, cluster)
     await converge(stream, [], "Removes after the link was deleted")
     assert stream.task is not None and not stream.task.done()  # the stream stays open
-    assert (
-        await status_code(server, f"web-west.{ns}.svc.cluster.local:80")
-        is grpc.StatusCode.NOT_FOUND
-    )
+    assert await status_code(server, path) is grpc.StatusCode.NOT_FOUND
     stream.call.cancel()

@@ -26,9 +26,10 @@ from tests.integration.destination_client import (
     _key,
     open_stream,
     running_server,
-    values,
 )
 from tests.integration.links import (
+    converge,
+    create_remote_mirror,
     delete_link,
     link_name,
     link_secret,
@@ -41,9 +42,6 @@ from tests.kube.cluster import ExtraApiServer
 from tests.kube.workloads import Kube, eventually
 
 pytestmark = pytest.mark.integration
-
-REMOTE_DISCOVERY = "multicluster.linkerd.io/remote-discovery"
-REMOTE_SERVICE = "multicluster.linkerd.io/remote-service"
 
 
 @pytest.fixture
@@ -63,20 +61,9 @@ async def linked_mirror(
     cluster = link_name(west.cluster)
     kubeconfig = await reader_kubeconfig(west.cluster, server=extra.server)
     await put_link(east, link_secret(cluster, kubeconfig=kubeconfig, trust_domain="west.example"))
-    await east.create_service(
-        namespace,
-        "web-west",
-        selector={},
-        labels={REMOTE_DISCOVERY: cluster, REMOTE_SERVICE: "web"},
-    )
+    await create_remote_mirror(east, namespace, cluster=cluster)
     await wait_for_state(server.admin, cluster, "synced")
     return cluster
-
-
-async def converge(stream: Stream, ips: list[str], what: str) -> None:
-    await eventually(
-        lambda: values(stream.ips()), lambda got: got == sorted(ips), what=what, timeout_s=60
-    )
 
 
 def _by_ip(stream: Stream) -> dict[str, pb.WeightedAddr]:

@@ -188,7 +188,9 @@ async def test_a_stalled_stream_is_coalesced_and_converges_while_others_keep_up(
         lambda got: got == world.final_ips(),
         what="the reading stream keeps up with every change",
     )
-    assert len(reader.updates) == 1 + 2 * changes, "the reader got every Add and Remove"
+    # Every change as its own Add and Remove, unless the reader's writer found a
+    # backlog, which it sends as one diff: never more messages than changes.
+    assert 1 < len(reader.updates) <= 1 + 2 * changes, "the reader got the changes"
 
     before = len(stalled.updates)
     await read_until(stalled, world.final_ips())

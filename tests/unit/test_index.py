@@ -392,6 +392,7 @@ def test_an_empty_relist_deletes_everything_of_that_kind_only(index: ClusterInde
         Kind.NODE: 0,
         Kind.REPLICA_SET: 0,
         Kind.JOB: 0,
+        Kind.SERVER: 0,
     }
 
 

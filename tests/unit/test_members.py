@@ -170,7 +170,7 @@ def drain(queue: StreamQueue[StreamSnapshot]) -> tuple[bytes, ...]:
     """Everything queued, synchronously (the tests never let the queue block)."""
     payloads: list[bytes] = []
     while len(queue):
-        item = queue._items.popleft()
+        item = queue._items.pop(0)
         queue._delivered = item.snapshot
         payloads += item.payloads
     return tuple(payloads)
