@@ -74,6 +74,23 @@ async def link(east: Kube, remote: Kube, *, trust_domain: str) -> str:
     return name
 
 
+async def stream_remote_web(
+    server: Server, east: Kube, west: Kube, ns: str, *, replicas: int
+) -> tuple[str, str, Stream, list[str]]:
+    """Link west, deploy `web` there, mirror it on east and stream it.
+
+    Returns the link name, the mirror's authority, the converged stream and
+    the remote pod IPs.
+    """
+    cluster = await link(east, west, trust_domain="west.example")
+    ips = await deploy(west, ns, "web", replicas)
+    path = await create_remote_mirror(east, ns, cluster=cluster)
+    await wait_for_state(server.admin, cluster, "synced")
+    stream = open_stream(server, path)
+    await converge(stream, ips, "the remote pods")
+    return cluster, path, stream, ips
+
+
 def removed_ips(stream: Stream, since: int) -> set[str]:
     """Every IP named in a Remove after the first `since` updates."""
     from tests.integration.destination_client import _key
@@ -102,17 +119,7 @@ async def test_remote_discovery_follows_a_remote_deployment_with_remote_identiti
     server: Server, east: Kube, west: Kube, mc_namespace: str
 ) -> None:
     ns = mc_namespace
-    cluster = await link(east, west, trust_domain="west.example")
-    ips = await deploy(west, ns, "web", 2)
-    await east.create_service(
-        ns,
-        "web-west",
-        selector={},
-        labels={REMOTE_DISCOVERY: cluster, REMOTE_SERVICE: "web"},
-    )
-    await wait_for_state(server.admin, cluster, "synced")
-    stream = open_stream(server, f"web-west.{ns}.svc.cluster.local:80")
-    await converge(stream, ips, "the remote pods")
+    _, _, stream, ips = await stream_remote_web(server, east, west, ns, replicas=2)
     assert all(ip.startswith("10.12.") for ip in ips)  # west's pod CIDR
     identities = {a.tls_identity.dns_like_identity.name for a in stream.addresses.values()}
     assert identities == {f"default.{ns}.serviceaccount.identity.linkerd.west.example"}
@@ -224,12 +231,7 @@ async def test_rotating_credentials_under_a_live_stream_removes_nothing(
     server: Server, east: Kube, west: Kube, mc_namespace: str
 ) -> None:
     ns = mc_namespace
-    cluster = await link(east, west, trust_domain="west.example")
-    ips = await deploy(west, ns, "web", 3)
-    path = await create_remote_mirror(east, ns, cluster=cluster)
-    await wait_for_state(server.admin, cluster, "synced")
-    stream = open_stream(server, path)
-    await converge(stream, ips, "the remote pods")
+    cluster, _, stream, _ = await stream_remote_web(server, east, west, ns, replicas=3)
     applied = await metric(
         server.admin,
         "remote_cluster_credential_rotations_total",
@@ -317,12 +319,7 @@ async def test_deleting_a_link_removes_its_endpoints_and_later_gets_are_not_foun
     server: Server, east: Kube, west: Kube, mc_namespace: str
 ) -> None:
     ns = mc_namespace
-    cluster = await link(east, west, trust_domain="west.example")
-    ips = await deploy(west, ns, "web", 2)
-    path = await create_remote_mirror(east, ns, cluster=cluster)
-    await wait_for_state(server.admin, cluster, "synced")
-    stream = open_stream(server, path)
-    await converge(stream, ips, "the remote pods")
+    cluster, path, stream, _ = await stream_remote_web(server, east, west, ns, replicas=2)
     await delete_link(east, cluster)
     await converge(stream, [], "Removes after the link was deleted")
     assert stream.task is not None and not stream.task.done()  # the stream stays open
