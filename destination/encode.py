@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from discovery.models import Address, PodInfo
+from discovery.models import Address, ExternalWorkloadInfo, PodInfo
 from discovery.topics import AddressDiff, AddressSnapshot
 
 from ._proto import destination_pb2 as pb
@@ -115,6 +115,9 @@ def weighted_addr(address: Address, ctx: EncodeContext) -> pb.WeightedAddr | Non
         weight *= 10
     message = pb.WeightedAddr(addr=tcp_address(address.ip, address.port), weight=weight)
     labels = message.metric_labels
+    workload = address.external_workload
+    if workload is not None:
+        return _workload_addr(message, address, workload, ctx, locality)
     pod = address.pod
     if pod is None:
         labels["zone_locality"] = locality
@@ -165,6 +168,35 @@ def weighted_addr(address: Address, ctx: EncodeContext) -> pb.WeightedAddr | Non
         )
         message.tls_identity.dns_like_identity.name = identity
         message.tls_identity.server_name.name = identity
+    return message
+
+
+def _workload_addr(
+    message: pb.WeightedAddr,
+    address: Address,
+    workload: ExternalWorkloadInfo,
+    ctx: EncodeContext,
+    locality: str,
+) -> pb.WeightedAddr:
+    """An ExternalWorkload's address (reference §5.7 b): always meshed, h2 unless opaque."""
+    mesh = ctx.mesh
+    labels = message.metric_labels
+    labels["external_workload"] = workload.ref.name
+    if address.owner is not None and address.owner.kind and address.owner.name:
+        labels[owner_label(address.owner.kind)] = address.owner.name
+    labels["zone"] = address.zone or ""
+    labels["zone_locality"] = locality
+    if mesh.http2_params is not None:
+        message.http2.CopyFrom(mesh.http2_params)
+    hint = message.protocol_hint
+    if mesh.force_opaque_transport or address.opaque:
+        hint.opaque_transport.inbound_port = workload.proxy_inbound_port
+    if address.opaque:
+        hint.opaque.SetInParent()
+    else:
+        hint.h2.SetInParent()  # H2 upgrade is not consulted for ExternalWorkloads
+    message.tls_identity.uri_like_identity.uri = workload.identity
+    message.tls_identity.server_name.name = workload.server_name
     return message
 
 

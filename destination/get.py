@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import structlog
+from prometheus_client import Gauge
 
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import ClusterState, ClusterStore
@@ -29,10 +30,10 @@ from discovery.models import ServiceInfo, ServiceRef
 
 from ._proto import destination_pb2 as pb
 from .authority import InvalidAuthority, parse_context_token, parse_get_target
-from .broadcast import Broadcasts
+from .broadcast import Broadcast, Broadcasts, StreamSnapshot
 from .members import Mode, StreamTarget, mode_of
 from .metrics import DestinationMetrics
-from .stream_queue import StreamClosed
+from .stream_queue import StreamClosed, StreamQueue
 
 log = structlog.get_logger("destination.get")
 _stream_ids = itertools.count(1)
@@ -60,6 +61,37 @@ class GetHandler:
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        # This frame lives as long as the stream, ten thousand at a time: it
+        # keeps only what writing needs; parsing and checks live in `_open`.
+        opened = await self._open(request, context)
+        broadcast, queue, initial, active, stream_log = opened
+        del opened
+        try:
+            for payload in initial:
+                yield payload
+            del initial
+            while True:
+                try:
+                    payloads = await queue.next()
+                except StreamClosed:
+                    return
+                for payload in payloads:
+                    yield payload
+        finally:
+            self._broadcasts.close_stream(broadcast, queue)
+            active.dec()
+            stream_log.debug("stream_closed")
+
+    async def _open(
+        self, request: pb.GetDestination, context: grpc.aio.ServicerContext
+    ) -> tuple[
+        Broadcast,
+        StreamQueue[StreamSnapshot],
+        tuple[bytes, ...],
+        Gauge,
+        structlog.typing.FilteringBoundLogger,
+    ]:
+        """Parse, check and attach a new stream; aborts it with the right status."""
         stream_log = log.bind(stream=next(_stream_ids), path=request.path, peer=context.peer())
         try:
             parsed = parse_get_target(request.path, cluster_domain=self._cluster_domain)
@@ -96,20 +128,7 @@ class GetHandler:
         active = self._metrics.active_streams.labels("Get", mode.value)
         active.inc()
         stream_log.debug("stream_opened", node=token.node_name, mode=mode.value)
-        try:
-            for payload in initial:
-                yield payload
-            while True:
-                try:
-                    payloads = await queue.next()
-                except StreamClosed:
-                    return
-                for payload in payloads:
-                    yield payload
-        finally:
-            self._broadcasts.close_stream(broadcast, queue)
-            active.dec()
-            stream_log.debug("stream_closed")
+        return broadcast, queue, initial, active, stream_log
 
     async def _wait_synced(
         self, context: grpc.aio.ServicerContext, stream_log: structlog.typing.FilteringBoundLogger

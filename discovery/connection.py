@@ -48,6 +48,7 @@ LOCAL_KINDS = (
     Kind.REPLICA_SET,
     Kind.JOB,
     Kind.SERVER,
+    Kind.EXTERNAL_WORKLOAD,
 )
 # What remote discovery reads in a linked cluster, and nothing more: these
 # three kinds are all that the remote RBAC (deploy/remote-access.yaml) grants.

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from .models import (
     ClusterCredentials,
+    ExternalWorkloadInfo,
     Kind,
     NodeInfo,
     ObjectRef,
@@ -44,6 +45,7 @@ class ClusterIndex:
         self.replica_sets: dict[ObjectRef, WorkloadOwner] = {}
         self.jobs: dict[ObjectRef, WorkloadOwner] = {}
         self.servers: dict[ObjectRef, ServerInfo] = {}
+        self.external_workloads: dict[ObjectRef, ExternalWorkloadInfo] = {}
         self._servers_by_namespace: defaultdict[str, set[ObjectRef]] = defaultdict(set)
         self.slices_by_service: defaultdict[ServiceRef, set[ObjectRef]] = defaultdict(set)
         self._services_by_pod: defaultdict[ObjectRef, set[ServiceRef]] = defaultdict(set)
@@ -81,6 +83,12 @@ class ClusterIndex:
             for ref in self._servers_by_namespace.get(pod.ref.namespace, ())
         )
 
+    def server_opaque_workload(self, workload: ExternalWorkloadInfo, port: int) -> bool:
+        return any(
+            self.servers[ref].makes_workload_opaque(workload, port)
+            for ref in self._servers_by_namespace.get(workload.ref.namespace, ())
+        )
+
     def sizes(self) -> dict[Kind, int]:
         return {
             Kind.SERVICE: len(self.services),
@@ -90,6 +98,7 @@ class ClusterIndex:
             Kind.REPLICA_SET: len(self.replica_sets),
             Kind.JOB: len(self.jobs),
             Kind.SERVER: len(self.servers),
+            Kind.EXTERNAL_WORKLOAD: len(self.external_workloads),
         }
 
     # -- writes: each returns the services whose endpoints may have changed ----
@@ -120,6 +129,11 @@ class ClusterIndex:
             return set()
         if isinstance(record, ClusterCredentials):
             raise TypeError("link Secrets belong to the cluster store, not to an index")
+        if isinstance(record, ExternalWorkloadInfo):
+            if self.external_workloads.get(record.ref) == record:
+                return set()
+            self.external_workloads[record.ref] = record
+            return set(self._services_by_pod.get(record.ref, ()))
         if isinstance(record, ServerInfo):
             old_server = self.servers.get(record.ref)
             self.servers[record.ref] = record
@@ -145,6 +159,10 @@ class ClusterIndex:
             return set()
         if kind is Kind.SECRET:
             return set()
+        if kind is Kind.EXTERNAL_WORKLOAD:
+            if self.external_workloads.pop(ref, None) is None:
+                return set()
+            return set(self._services_by_pod.get(ref, ()))
         if kind is Kind.SERVER:
             if self.servers.pop(ref, None) is None:
                 return set()
@@ -185,6 +203,8 @@ class ClusterIndex:
             return []
         if kind is Kind.SERVER:
             return list(self.servers)
+        if kind is Kind.EXTERNAL_WORKLOAD:
+            return list(self.external_workloads)
         return list(self.replica_sets if kind is Kind.REPLICA_SET else self.jobs)
 
     def _add_slice(self, info: SliceInfo) -> None:
@@ -250,11 +270,19 @@ class ClusterIndex:
 
 
 def _slice_pods(info: SliceInfo) -> set[ObjectRef]:
-    return {
-        ObjectRef(e.target.namespace or info.ref.namespace, e.target.name)
-        for e in info.endpoints
-        if e.target is not None and e.target.kind == "Pod"
-    }
+    """The pods and ExternalWorkloads a slice points at (one map serves both:
+    a pod and an EW of the same name only make each other's services refresh)."""
+    targets = set()
+    for endpoint in info.endpoints:
+        target = endpoint.target
+        if target is None:
+            continue
+        if target.kind == "Pod":
+            targets.add(ObjectRef(target.namespace or info.ref.namespace, target.name))
+        elif target.kind == "ExternalWorkload":
+            # Looked up in the slice's namespace, whatever the targetRef says (§5.3).
+            targets.add(ObjectRef(info.ref.namespace, target.name))
+    return targets
 
 
 def _key_of(record: Record) -> ObjectRef:

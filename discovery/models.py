@@ -50,6 +50,7 @@ class Kind(enum.Enum):
     JOB = "Job"
     SECRET = "Secret"  # link credentials, in the controller namespace only
     SERVER = "Server"  # policy.linkerd.io; `proxyProtocol: opaque` marks ports opaque
+    EXTERNAL_WORKLOAD = "ExternalWorkload"  # workload.linkerd.io: meshed workloads off-cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,23 @@ class WorkloadOwner:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalWorkloadInfo:
+    """A meshed workload outside Kubernetes (a VM), as Get translates it (§5.7 b)."""
+
+    ref: ObjectRef
+    identity: str  # spec.meshTLS.identity, sent as a URI-like identity
+    server_name: str  # spec.meshTLS.serverName
+    owner: OwnerRef | None
+    ports: tuple[SlicePort, ...]  # spec.ports (name "" when unnamed)
+    opaque_ports: PortSet | None  # resolved annotation; None when absent (defaults apply)
+    labels: tuple[tuple[str, str], ...]
+    proxy_inbound_port: int  # the port named `linkerd-proxy`, else 4143
+
+    def label_map(self) -> Mapping[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True, slots=True)
 class SelectorRequirement:
     key: str
     operator: str  # In, NotIn, Exists, DoesNotExist (validated when projected)
@@ -223,9 +241,22 @@ class ServerInfo:
     """A policy Server, as far as Get reads it: which pod ports it makes opaque."""
 
     ref: ObjectRef
-    pod_selector: LabelSelector | None  # None: selects no pod (e.g. an EW selector)
-    port: int | str  # a number, or the name of a container port
+    pod_selector: LabelSelector | None  # None: selects no pod
+    port: int | str  # a number, or the name of a container (or EW) port
     opaque: bool
+    external_workload_selector: LabelSelector | None = None  # None: selects no EW
+
+    def makes_workload_opaque(self, workload: ExternalWorkloadInfo, port: int) -> bool:
+        """§5.8 for ExternalWorkloads: names resolve against `spec.ports`."""
+        selector = self.external_workload_selector
+        if not self.opaque or selector is None or workload.ref.namespace != self.ref.namespace:
+            return False
+        if isinstance(self.port, int):
+            if self.port != port:
+                return False
+        elif not any(p.name == self.port and p.port == port for p in workload.ports):
+            return False
+        return selector.matches(workload.label_map())
 
     def makes_opaque(self, pod: PodInfo, port: int) -> bool:
         """Reference §5.8: same namespace, opaque, selector and port match."""
@@ -290,6 +321,7 @@ class Address:
     opaque: bool
     gateway_identity: str | None = None
     remote_fq_name: str | None = None
+    external_workload: ExternalWorkloadInfo | None = None
 
     @property
     def key(self) -> AddressKey:

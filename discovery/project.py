@@ -18,6 +18,7 @@ from .models import (
     ClusterCredentials,
     ClusterName,
     ContainerPort,
+    ExternalWorkloadInfo,
     Kind,
     LabelSelector,
     NodeInfo,
@@ -73,8 +74,17 @@ class Invalid:
 
 
 Record = (
-    ServiceInfo | SliceInfo | PodInfo | NodeInfo | WorkloadOwner | ClusterCredentials | ServerInfo
+    ServiceInfo
+    | SliceInfo
+    | PodInfo
+    | NodeInfo
+    | WorkloadOwner
+    | ClusterCredentials
+    | ServerInfo
+    | ExternalWorkloadInfo
 )
+PROXY_PORT_NAME = "linkerd-proxy"
+DEFAULT_PROXY_INBOUND_PORT = 4143
 
 
 def _meta(raw: Raw) -> Mapping[str, Any]:
@@ -393,14 +403,54 @@ def project_server(raw: Raw) -> ServerInfo | Invalid:
         if isinstance(port, bool) or not isinstance(port, int | str) or port in ("", 0):
             raise ValueError(f"port {port!r} is not a number or a name")
         selector = spec.get("podSelector")
+        workload_selector = spec.get("externalWorkloadSelector")
         return ServerInfo(
             ref=_ref(raw),
             pod_selector=None if selector is None else label_selector(selector),
             port=port,
             opaque=spec.get("proxyProtocol") == "opaque",
+            external_workload_selector=(
+                None if workload_selector is None else label_selector(workload_selector)
+            ),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         return Invalid(Kind.SERVER, str(object_key(raw)), f"malformed Server: {err}")
+
+
+def project_external_workload(raw: Raw) -> ExternalWorkloadInfo | Invalid:
+    try:
+        meta = _meta(raw)
+        spec = raw.get("spec") or {}
+        tls = spec.get("meshTLS") or {}
+        identity, server_name = str(tls.get("identity") or ""), str(tls.get("serverName") or "")
+        if not identity or not server_name:
+            raise ValueError("meshTLS.identity and meshTLS.serverName are required")
+        ports = tuple(
+            SlicePort(name=str(p.get("name") or ""), port=int(p["port"]))
+            for p in spec.get("ports") or []
+        )
+        annotations = _strings(meta.get("annotations"))
+        opaque: PortSet | None = None
+        if OPAQUE_PORTS_ANNOTATION in annotations:
+            named = {p.name: p.port for p in ports if p.name}
+            opaque, _ = resolve_named_ports(annotations[OPAQUE_PORTS_ANNOTATION], named)
+        inbound = next(
+            (p.port for p in ports if p.name == PROXY_PORT_NAME), DEFAULT_PROXY_INBOUND_PORT
+        )
+        return ExternalWorkloadInfo(
+            ref=_ref(raw),
+            identity=identity,
+            server_name=server_name,
+            owner=_single_owner(meta),
+            ports=ports,
+            opaque_ports=opaque,
+            labels=tuple(sorted(_strings(meta.get("labels")).items())),
+            proxy_inbound_port=inbound,
+        )
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
+        return Invalid(
+            Kind.EXTERNAL_WORKLOAD, str(object_key(raw)), f"malformed ExternalWorkload: {err}"
+        )
 
 
 def project(kind: Kind, raw: Raw) -> Record | Invalid:
@@ -417,4 +467,6 @@ def project(kind: Kind, raw: Raw) -> Record | Invalid:
         return project_credentials(raw)
     if kind is Kind.SERVER:
         return project_server(raw)
+    if kind is Kind.EXTERNAL_WORKLOAD:
+        return project_external_workload(raw)
     return project_workload_owner(raw, kind)

@@ -154,15 +154,22 @@ def build_addresses(
                 continue
             target_ref = endpoint.target
             pod = None
+            workload = None
             if target_ref is not None:
-                if target_ref.kind != "Pod":
-                    continue  # ExternalWorkload endpoints: not yet supported
-                pod_ref = ObjectRef(
-                    target_ref.namespace or slice_info.ref.namespace, target_ref.name
-                )
-                pod = index.pods.get(pod_ref)
-                if pod is None:
-                    continue  # pod not cached yet; its event will refresh us
+                if target_ref.kind == "Pod":
+                    pod_ref = ObjectRef(
+                        target_ref.namespace or slice_info.ref.namespace, target_ref.name
+                    )
+                    pod = index.pods.get(pod_ref)
+                    if pod is None:
+                        continue  # pod not cached yet; its event will refresh us
+                elif target_ref.kind == "ExternalWorkload":
+                    workload_ref = ObjectRef(slice_info.ref.namespace, target_ref.name)
+                    workload = index.external_workloads.get(workload_ref)
+                    if workload is None:
+                        continue  # not cached yet, or gone: skipped, as in the reference
+                else:
+                    continue  # any other target kind is ignored (reference §5.3)
             for ip in endpoint.addresses:
                 opaque = False
                 if pod is not None:
@@ -172,6 +179,16 @@ def build_addresses(
                     opaque = endpoint_port in opaque_ports or index.server_opaque(
                         pod, endpoint_port
                     )
+                elif workload is not None:
+                    opaque_ports = (
+                        workload.opaque_ports
+                        if workload.opaque_ports is not None
+                        else default_opaque_ports
+                    )
+                    opaque = endpoint_port in opaque_ports or index.server_opaque_workload(
+                        workload, endpoint_port
+                    )
+                targeted = pod is not None or workload is not None
                 address = Address(
                     ip=ip,
                     port=endpoint_port,
@@ -181,10 +198,13 @@ def build_addresses(
                     zone_hints=endpoint.zone_hints,
                     node_name=endpoint.node_name,
                     pod=pod,
-                    owner=index.workload_owner(pod) if pod is not None else None,
+                    owner=index.workload_owner(pod)
+                    if pod is not None
+                    else (workload.owner if workload is not None else None),
                     opaque=opaque,
-                    gateway_identity=None if pod else slice_info.gateway_identity,
-                    remote_fq_name=None if pod else slice_info.remote_fq_name,
+                    gateway_identity=None if targeted else slice_info.gateway_identity,
+                    remote_fq_name=None if targeted else slice_info.remote_fq_name,
+                    external_workload=workload,
                 )
                 addresses[address.key] = address
     if not labels:

@@ -77,6 +77,9 @@ async def test_the_server_runs_with_exactly_the_deployed_role(
         pytest.param("list", "endpointslices.discovery.k8s.io", True, id="list-slices"),
         pytest.param("watch", "replicasets.apps", True, id="watch-replicasets"),
         pytest.param("watch", "servers.policy.linkerd.io", True, id="watch-servers"),
+        pytest.param(
+            "list", "externalworkloads.workload.linkerd.io", True, id="list-externalworkloads"
+        ),
         pytest.param("list", "secrets", False, id="no-secrets-cluster-wide"),
         pytest.param("get", "secrets", False, id="no-secret-reads-by-name"),
         pytest.param("create", "pods", False, id="no-writes"),

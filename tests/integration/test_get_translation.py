@@ -22,6 +22,8 @@ from tests.kube.workloads import FAKE_IMAGE, Kube, eventually
 
 pytestmark = pytest.mark.integration
 
+EW_CONTROLLER = "linkerd-external-workloads-controller"
+
 PROXY_ENV = [
     {"name": "LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "value": "0.0.0.0:4143"},
     {"name": "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "value": "0.0.0.0:4191"},
@@ -158,6 +160,65 @@ async def test_an_opaque_server_makes_the_hint_opaque_until_it_is_deleted(
 
 async def _value(value: str | None) -> str | None:
     return value
+
+
+async def test_an_external_workload_endpoint_streams_its_mesh_identity(
+    server: Server, east: Kube, namespace: str
+) -> None:
+    """An EndpointSlice pointing at an ExternalWorkload, as Linkerd's EW controller writes it."""
+    objects = k8s.CustomObjectsApi(east.api)
+    await objects.create_namespaced_custom_object(
+        "workload.linkerd.io",
+        "v1beta1",
+        namespace,
+        "externalworkloads",
+        {
+            "apiVersion": "workload.linkerd.io/v1beta1",
+            "kind": "ExternalWorkload",
+            "metadata": {"name": "vm-1", "labels": {"app": "vm"}},
+            "spec": {
+                "meshTLS": {"identity": "spiffe://example.org/vm-1", "serverName": "vm-1.example"},
+                "ports": [{"name": "http", "port": 8080}],
+                "workloadIPs": [{"ip": "192.168.50.7"}],
+            },
+        },
+    )
+    await east.create_service(namespace, "vm", selector={})
+    await east.discovery.create_namespaced_endpoint_slice(
+        namespace,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "vm-1",
+                "labels": {
+                    "kubernetes.io/service-name": "vm",
+                    "endpointslice.kubernetes.io/managed-by": EW_CONTROLLER,
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {
+                    "addresses": ["192.168.50.7"],
+                    "conditions": {"ready": True},
+                    "targetRef": {
+                        "kind": "ExternalWorkload",
+                        "name": "vm-1",
+                        "namespace": namespace,
+                    },
+                }
+            ],
+        },
+    )
+    stream = open_stream(server, f"vm.{namespace}.svc.cluster.local:80")
+    await wait_for(stream, ["192.168.50.7"])
+    (addr,) = stream.addresses.values()
+    assert addr.tls_identity.uri_like_identity.uri == "spiffe://example.org/vm-1"
+    assert addr.tls_identity.server_name.name == "vm-1.example"
+    assert addr.metric_labels["external_workload"] == "vm-1"
+    assert addr.protocol_hint.WhichOneof("protocol") == "h2"
+    stream.call.cancel()
 
 
 async def test_topology_hints_keep_same_zone_endpoints_for_a_subscriber_node(

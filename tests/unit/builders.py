@@ -312,11 +312,40 @@ def job(
     }
 
 
+def external_workload(
+    name: str = "vm-1",
+    namespace: str = NS,
+    *,
+    identity: str = "spiffe://cluster.local/vm/vm-1",
+    server_name: str = "vm-1.ns.external.cluster.local",
+    ports: Sequence[PortSpec] = (("http", 8080), ("linkerd-proxy", 4143)),
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    owner: tuple[str, str] | None = None,
+    ips: Sequence[str] = ("10.0.9.1",),
+) -> dict[str, Any]:
+    """An ExternalWorkload (workload.linkerd.io/v1beta1): a meshed VM."""
+    owners = [owner_ref(*owner, api_version="example.com/v1")] if owner else []
+    return {
+        "apiVersion": "workload.linkerd.io/v1beta1",
+        "kind": "ExternalWorkload",
+        "metadata": metadata(
+            name, namespace, labels=labels, annotations=annotations, owners=owners
+        ),
+        "spec": {
+            "meshTLS": {"identity": identity, "serverName": server_name},
+            "ports": [_port(p, "port") for p in ports],
+            "workloadIPs": [{"ip": ip} for ip in ips],
+        },
+    }
+
+
 _KIND_OF_BUILDER = {
     "Service": Kind.SERVICE,
     "EndpointSlice": Kind.ENDPOINT_SLICE,
     "Pod": Kind.POD,
     "Node": Kind.NODE,
+    "ExternalWorkload": Kind.EXTERNAL_WORKLOAD,
 }
 
 

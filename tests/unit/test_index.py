@@ -155,15 +155,21 @@ def test_a_target_ref_without_namespace_means_the_slice_namespace(index: Cluster
     assert upsert(index, b.pod("web-1")) == {WEB}
 
 
-def test_non_pod_targets_are_not_tracked_as_pods(index: ClusterIndex) -> None:
+def test_external_workload_targets_are_tracked_and_other_kinds_are_not(
+    index: ClusterIndex,
+) -> None:
     raw = b.endpoint_slice(
         endpoints=[
-            b.endpoint("10.0.0.1", pod="web-1", target_kind="ExternalWorkload"),
+            b.endpoint("10.0.0.1", pod="vm-1", target_kind="ExternalWorkload"),
+            b.endpoint("10.0.0.3", pod="web-3", target_kind="Node"),
             b.endpoint("10.0.0.2"),
         ]
     )
     upsert(index, raw)
-    assert upsert(index, b.pod("web-1")) == set()
+    assert upsert(index, b.external_workload("vm-1")) == {WEB}
+    assert upsert(index, b.external_workload("vm-1")) == set()  # unchanged
+    assert index.delete(Kind.EXTERNAL_WORKLOAD, ObjectRef(b.NS, "vm-1")) == {WEB}
+    assert upsert(index, b.pod("web-3")) == set()
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +399,7 @@ def test_an_empty_relist_deletes_everything_of_that_kind_only(index: ClusterInde
         Kind.REPLICA_SET: 0,
         Kind.JOB: 0,
         Kind.SERVER: 0,
+        Kind.EXTERNAL_WORKLOAD: 0,
     }
 
 

@@ -38,6 +38,7 @@ from discovery.topics import (
 from tests.unit import builders as b
 
 WEB = ServiceRef(b.NS, "web")
+OPAQUE_PORTS = "config.linkerd.io/opaque-ports"
 DEFAULT_OPAQUE = PortSet.from_ports([3306, 5432])
 EVERYONE = ViewKey()  # no hostname, no node, filtering on
 
@@ -221,17 +222,37 @@ def test_an_endpoint_whose_pod_is_not_cached_is_skipped() -> None:
 @pytest.mark.parametrize(
     "target_kind",
     [
-        pytest.param("ExternalWorkload", id="external-workload-not-yet-supported"),
+        pytest.param("ExternalWorkload", id="external-workload-not-cached"),
         pytest.param("Node", id="other-kind-ignored"),
     ],
 )
-def test_endpoints_targeting_something_else_than_a_pod_are_skipped(target_kind: str) -> None:
+def test_endpoints_whose_target_is_unknown_are_skipped(target_kind: str) -> None:
     world = World()
     world.apply(
         b.service(),
         b.endpoint_slice(endpoints=[b.endpoint("10.0.0.1", pod="web-1", target_kind=target_kind)]),
     )
     assert world.build()[0] == {}
+
+
+def test_an_external_workload_endpoint_carries_the_workload() -> None:
+    world = World()
+    world.apply(
+        b.service(),
+        b.external_workload(
+            "vm-1", owner=("VirtualMachine", "vm"), annotations={OPAQUE_PORTS: "http"}
+        ),
+        b.endpoint_slice(
+            endpoints=[b.endpoint("10.0.9.1", pod="vm-1", target_kind="ExternalWorkload")]
+        ),
+    )
+    (address,) = world.build()[0].values()
+    assert address.pod is None
+    assert address.external_workload is not None
+    assert address.external_workload.ref == ObjectRef(b.NS, "vm-1")
+    assert address.owner is not None and address.owner.name == "vm"
+    assert address.opaque is True  # the annotation names the EW port "http" (8080)
+    assert (address.gateway_identity, address.remote_fq_name) == (None, None)
 
 
 def test_fqdn_slices_are_skipped() -> None:
