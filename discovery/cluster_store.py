@@ -385,8 +385,12 @@ class ClusterStore:
     ) -> None:
         try:
             api, server = await client_from_kubeconfig(credentials.kubeconfig)
-        except KubeconfigError as err:
-            problem = f"kubeconfig {err}"
+        except Exception as err:  # any failure to build a client is this cluster's alone
+            problem = (
+                f"kubeconfig {err}"
+                if isinstance(err, KubeconfigError)
+                else f"kubeconfig unusable: {type(err).__name__}: {err}"
+            )
             log.error("kubeconfig_rejected", cluster=cluster.name, reason=problem)
             if staged:
                 cluster.rotation = f"rejected: {problem}"

@@ -25,6 +25,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry
 
+from discovery import cluster_store as cluster_store_module
 from discovery.cluster_store import (
     ClusterState,
     ClusterStore,
@@ -256,3 +257,20 @@ async def test_refused_secrets_settle_the_store_so_local_discovery_stays_ready(
     store._secrets_health(store._secret_reflector, "HTTP 403 (forbidden: ...): secrets")
     assert store.synced
     assert store.secrets_error is not None and "403" in store.secrets_error
+
+
+async def test_an_unexpected_client_failure_is_that_clusters_alone(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(data: bytes) -> Any:
+        raise RuntimeError("client library bug")
+
+    monkeypatch.setattr(cluster_store_module, "client_from_kubeconfig", broken)
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig("https://x:1")))
+    status = await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.state is ClusterState.INVALID,
+        what="invalid state",
+        timeout_s=5,
+    )
+    assert status.error == "kubeconfig unusable: RuntimeError: client library bug"
