@@ -211,9 +211,6 @@ class ClusterStore:
                 )
             self._settled.set()
 
-    def __iter__(self) -> Iterator[RemoteCluster]:
-        return iter(self._clusters.values())
-
     def get(self, name: str) -> RemoteCluster | None:
         return self._clusters.get(ClusterName(name))
 
