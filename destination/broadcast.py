@@ -233,9 +233,6 @@ class Broadcasts:
     def __len__(self) -> int:
         return len(self._broadcasts)
 
-    def get(self, target: StreamTarget) -> Broadcast | None:
-        return self._broadcasts.get(target)
-
     def open_stream(
         self, *, target: StreamTarget, on_stuck: Callable[[], None]
     ) -> tuple[Broadcast, StreamQueue[StreamSnapshot], tuple[bytes, ...]]:
