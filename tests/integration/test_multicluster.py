@@ -119,7 +119,7 @@ async def test_remote_discovery_follows_a_remote_deployment_with_remote_identiti
     server: Server, east: Kube, west: Kube, mc_namespace: str
 ) -> None:
     ns = mc_namespace
-    _, _, stream, ips = await stream_remote_web(server, east, west, ns, replicas=2)
+    cluster, _, stream, ips = await stream_remote_web(server, east, west, ns, replicas=2)
     assert all(ip.startswith("10.12.") for ip in ips)  # west's pod CIDR
     identities = {a.tls_identity.dns_like_identity.name for a in stream.addresses.values()}
     assert identities == {f"default.{ns}.serviceaccount.identity.linkerd.west.example"}
@@ -131,6 +131,13 @@ async def test_remote_discovery_follows_a_remote_deployment_with_remote_identiti
     one = await west.wait_for_ready_endpoints(ns, "web", 1)
     await converge(stream, one, "scaled to 1")
     stream.call.cancel()
+
+    # Per-cluster observability: fan-out latency, cache sizes and last sync of this link.
+    admin = server.admin
+    assert await metric(admin, "event_to_enqueue_seconds_count", cluster=cluster) >= 2
+    assert await metric(admin, "cache_objects", cluster=cluster, kind="Pod") >= 1
+    assert await metric(admin, "remote_cluster_last_synced_timestamp_seconds", cluster=cluster) > 0
+    assert await metric(admin, "remote_cluster_state", cluster=cluster, state="synced") == 1
 
 
 async def test_remote_discovery_errors(
