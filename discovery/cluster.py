@@ -13,7 +13,8 @@ delivers them in bursts) are all applied first, and each affected service is
 rebuilt once for the burst instead of once per event. No stream can observe a
 batch half-applied. The latency histogram measures from the first event of a
 batch to the last enqueue of its fan-out. Service listeners (membership of
-federated and remote-discovery streams) hear of the same batch right after.
+federated and remote-discovery streams) hear right after of the Service
+objects the batch changed; endpoint-only changes never reach them.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ClusterCache:
         self._metrics = metrics
         self._synced = asyncio.Event()
         self._pending: set[ServiceRef] = set()
+        self._pending_objects: set[ServiceRef] = set()  # Service objects themselves changed
         self._pending_since: float | None = None
         self._service_listeners: list[ServiceListener] = []
 
@@ -94,6 +96,8 @@ class ClusterCache:
                 self._pending_since = received
                 asyncio.get_running_loop().call_soon(self._flush)
             self._pending |= affected
+            if event.kind is Kind.SERVICE:
+                self._pending_objects |= affected
         self._metrics.cache_size.labels(self.name, event.kind.value).set(
             self.index.sizes()[event.kind]
         )
@@ -113,5 +117,7 @@ class ClusterCache:
         if self.topics.refresh(pending) and since is not None:
             # Only batches that reached subscribers: the fan-out share that is ours.
             self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - since)
-        for listener in self._service_listeners:
-            listener(pending)
+        changed_objects, self._pending_objects = self._pending_objects, set()
+        if changed_objects:
+            for listener in self._service_listeners:
+                listener(changed_objects)

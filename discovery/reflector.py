@@ -140,10 +140,6 @@ class Reflector:
         self.synced = asyncio.Event()
         self.last_error: str | None = None
 
-    def retarget(self, on_event: Callable[[ReflectorEvent, float], None]) -> None:
-        """Send later events elsewhere (a staged connection going live)."""
-        self._on_event = on_event
-
     async def run(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while True:
