@@ -144,7 +144,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
             queue_capacity=config.stream_queue_capacity,
             stuck_deadline_s=config.stream_stuck_deadline_s,
             metrics=metrics,
-            planner=planner.plan,
+            planner=planner,
         )
         local.add_service_listener(broadcasts.services_changed)
         if store is not None:
@@ -155,6 +155,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
             broadcasts=broadcasts,
             cluster_domain=config.cluster_domain,
             metrics=metrics,
+            max_streams_per_connection=config.max_streams_per_connection,
         )
         health_servicer = health.aio.HealthServicer()
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -47,7 +47,7 @@ def test_no_flags_and_no_environment_give_the_documented_defaults() -> None:
 
     assert config == ServerConfig()
     assert config.listen_address == "0.0.0.0:8086"
-    assert config.admin_address == "0.0.0.0:9996"
+    assert config.admin_address == "127.0.0.1:9996"
     assert config.kubeconfig is None
     assert config.cluster_name == "local"
     assert config.controller_namespace == "linkerd"
@@ -122,6 +122,7 @@ NON_DEFAULTS: dict[str, tuple[str, object]] = {
     "outbound_transport_mode": ("transparent", OutboundTransportMode.TRANSPARENT),
     "enable_ipv6": ("false", False),
     "stream_queue_capacity": ("7", 7),
+    "max_streams_per_connection": ("3", 3),
     "stream_stuck_deadline_s": ("2.5", 2.5),
     "meshed_http2_client_params": (
         '{"keep_alive": {"interval": {"seconds": 10}}}',
