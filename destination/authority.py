@@ -82,6 +82,8 @@ def loggable(text: str, limit: int = MAX_ECHOED_PATH) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}...({len(text)} characters)"
+
+
 _ASCII_DIGITS = frozenset("0123456789")
 
 

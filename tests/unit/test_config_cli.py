@@ -725,6 +725,26 @@ def test_json_exceptions_are_one_line_without_local_variables() -> None:
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_console_exceptions_show_no_local_variables() -> None:
+    """Hardening #16: rich's console tracebacks printed frame locals (headers, tokens)."""
+    out = io.StringIO()
+    configure_logging(level="info", fmt="console", stream=out)
+
+    def request_remote(authorization: str) -> None:
+        raise RuntimeError("remote refused")
+
+    secret = "-".join(("secret", "token", "123"))  # not in the source lines shown
+    try:
+        request_remote(f"Bearer {secret}")
+    except RuntimeError:
+        structlog.get_logger("destination.test_logs").exception("remote_failed")
+
+    text = out.getvalue()
+    assert "remote_failed" in text and "RuntimeError" in text and "request_remote" in text
+    assert secret not in text
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_console_format_writes_readable_lines() -> None:
     out = io.StringIO()
     configure_logging(level="info", fmt="console", stream=out)
