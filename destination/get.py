@@ -71,6 +71,11 @@ class GetHandler:
         """Streams the connection `peer` holds now, counted from admission to the end."""
         return self._streams_by_peer.get(peer, 0)
 
+    @property
+    def admitted(self) -> int:
+        """Streams admitted and not yet ended, over every connection."""
+        return sum(self._streams_by_peer.values())
+
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
