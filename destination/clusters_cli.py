@@ -116,7 +116,7 @@ def _synced_text(state: str, synced: float | None, now: float) -> str:
 def table(clusters: Sequence[Mapping[str, Any]], *, now: float | None = None) -> str:
     """The clusters as aligned text columns."""
     now = time.time() if now is None else now
-    rows = [COLUMNS]
+    rows: list[tuple[str, ...]] = [COLUMNS]
     for cluster in clusters:
         objects = cluster.get("objects") or {}
         error = cluster.get("error") or ""
@@ -135,7 +135,7 @@ def table(clusters: Sequence[Mapping[str, Any]], *, now: float | None = None) ->
                 error or "-",
             )
         )
-    rows = [tuple(printable(cell) for cell in row) for row in rows]
+    rows = [tuple(printable(cell) for cell in row) for row in rows]  # the server's text
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     lines = [
         "  ".join(
