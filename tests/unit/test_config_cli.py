@@ -773,3 +773,24 @@ def test_configure_logging_rejects_unknown_levels_and_formats(
         configure_logging(level=level, fmt=fmt)
 
     assert logging.getLogger().handlers == root_handlers
+
+
+def test_the_deployment_binds_the_admin_server_where_probes_and_prometheus_reach_it() -> None:
+    """The default admin address is loopback; the Deployment must override it."""
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).parents[2] / "deploy" / "destination.yaml"
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    (deployment,) = [d for d in documents if d.get("kind") == "Deployment"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    config = ServerConfig(admin_address=env["DESTINATION_ADMIN_ADDRESS"])
+    assert config.admin.host == "0.0.0.0"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["admin"] == config.admin.port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "admin"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(config.admin.port)
