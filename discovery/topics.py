@@ -3,11 +3,14 @@
 A *topic* exists only for a (service, port) that has subscribers. When an
 event touches a service, `Topics.refresh` rebuilds the full address set of each
 of its subscribed ports from the index, then every *view* of that port (a
-distinct filter: pod hostname, subscriber node, filtering on or off) filters
-the set, diffs it against its own immutable snapshot and, when anything
+distinct filter, `ViewKey`: pod hostname, subscriber zone, subscriber node
+only for `internalTrafficPolicy: Local`, filtering on or off) filters the set, diffs it against its own immutable snapshot and, when anything
 changed, hands the diff and the new snapshot to its sinks. However many
 streams share a view, filtering and diffing happen once; sinks (the gRPC
 layer's broadcasts) encode once more and fan out.
+
+A sink that raises is logged and skipped: every other sink and view still
+hears of the change (the gRPC layer resynchronises its own streams).
 
 Invariant: from `refresh` to the last `on_change` there is no `await`. On one
 event loop that makes each event atomic with respect to every stream, keeps

@@ -169,3 +169,36 @@ async def test_a_federated_services_local_member_policy_is_followed() -> None:
     assert held(initial) == ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]
     env.apply(service("Local"))  # the local member's Service, not the federated one
     assert decode(await take(queue)) == [("remove", ["10.0.0.1:8080", "10.0.0.3:8080"])]
+
+
+async def test_endpoint_views_is_exported_per_cluster() -> None:
+    """Hardening #11: the endpoint_views gauge was never set."""
+    from prometheus_client import CollectorRegistry
+
+    from discovery.cluster import ClusterCache
+    from discovery.metrics import DiscoveryMetrics
+    from discovery.models import ClusterName
+    from discovery.ports import PortSet
+    from discovery.topics import ViewKey
+
+    registry = CollectorRegistry()
+    cache = ClusterCache(
+        name=ClusterName("east"),
+        metrics=DiscoveryMetrics(registry),
+        default_opaque_ports=PortSet.EMPTY,
+        enable_ipv6=True,
+    )
+
+    class Sink:
+        def on_change(self, *args: object) -> None:
+            pass
+
+    def views() -> float | None:
+        return registry.get_sample_value("endpoint_views", {"cluster": "east"})
+
+    assert views() == 0
+    first = cache.topics.subscribe(service=WEB, port=80, key=ViewKey(), sink=Sink())
+    cache.topics.subscribe(service=WEB, port=80, key=ViewKey(zone="zone-a"), sink=Sink())
+    assert views() == 2
+    first.close()
+    assert views() == 1
