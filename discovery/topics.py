@@ -4,8 +4,9 @@ A *topic* exists only for a (service, port) that has subscribers. When an
 event touches a service, `Topics.refresh` rebuilds the full address set of each
 of its subscribed ports from the index, then every *view* of that port (a
 distinct filter, `ViewKey`: pod hostname, subscriber zone, subscriber node
-only for `internalTrafficPolicy: Local`, filtering on or off) filters the set, diffs it against its own immutable snapshot and, when anything
-changed, hands the diff and the new snapshot to its sinks. However many
+only for `internalTrafficPolicy: Local`, filtering on or off) filters the set,
+diffs it against its own immutable snapshot and, when anything changed, hands
+the diff and the new snapshot to its sinks. However many
 streams share a view, filtering and diffing happen once; sinks (the gRPC
 layer's broadcasts) encode once more and fan out.
 
