@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
-from discovery.models import ServiceRef
+from discovery.models import Address, IpFamily, ServiceRef
+from discovery.profile_topics import EndpointProfileState
 from discovery.service_profiles import (
     DstOverrideSpec,
     RequestMatchSpec,
@@ -28,9 +29,11 @@ from discovery.service_profiles import (
 from .._proto import destination_pb2 as pb
 from .._proto import http_types_pb2, meta_pb2
 from ..authority import InvalidAuthority, split_host_port
+from ..encode import EncodeContext, MeshSettings, owner_label, weighted_addr
 
 __all__ = [
     "DEFAULT_RETRY_BUDGET",
+    "endpoint_addr",
     "endpoint_profile",
     "method_match",
     "service_profile",
@@ -205,4 +208,42 @@ def endpoint_profile(endpoint: pb.WeightedAddr | None, *, opaque: bool) -> pb.De
     )
     if endpoint is not None:
         message.endpoint.CopyFrom(endpoint)
+    return message
+
+
+def endpoint_addr(state: EndpointProfileState, mesh: MeshSettings) -> pb.WeightedAddr | None:
+    """The `endpoint` of an endpoint profile: a Get address with §6.5's differences.
+
+    No `zone_locality`, a pod's zone is "", the workload's namespace is a label,
+    and an ExternalWorkload's owner label keeps the owner's kind as written (the
+    reference does so here, unlike Get). None when the pod cannot be addressed
+    safely (a meshed pod without proxy ports): nothing is sent then.
+    """
+    address = Address(
+        ip=state.ip,
+        port=state.port,
+        family=IpFamily.V6 if ":" in state.ip else IpFamily.V4,
+        hostname=None,
+        zone=None,
+        zone_hints=None,
+        node_name=None,
+        pod=state.pod,
+        owner=state.owner,
+        opaque=state.opaque,
+        external_workload=state.workload,
+    )
+    context = EncodeContext(
+        mesh=mesh, requested_port=state.port, subscriber_zone="", trust_domain=mesh.trust_domain
+    )
+    message = weighted_addr(address, context)
+    if message is None:
+        return None
+    labels = message.metric_labels
+    labels.pop("zone_locality", None)
+    owner_of = state.pod or state.workload
+    if owner_of is not None:
+        labels["namespace"] = owner_of.ref.namespace
+    if state.workload is not None and state.owner is not None and state.owner.kind:
+        labels.pop(owner_label(state.owner.kind), None)
+        labels[state.owner.kind] = state.owner.name
     return message
