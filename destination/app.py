@@ -31,6 +31,7 @@ from discovery.cluster_store import ClusterStore, ClusterStoreCollector, Stalene
 from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName
+from discovery.transport import KubernetesClientTransport
 
 from .admin import AdminServer
 from .broadcast import Broadcasts
@@ -101,7 +102,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
     metrics = DestinationMetrics(registry)
 
     async with AsyncExitStack() as exits:
-        api = await api_client(config.kubeconfig)
+        api = KubernetesClientTransport(await api_client(config.kubeconfig))
         exits.push_async_callback(api.close)
         local = ClusterCache(
             name=ClusterName(config.cluster_name),
@@ -126,6 +127,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
                 default_opaque_ports=config.default_opaque_ports,
                 enable_ipv6=config.enable_ipv6,
                 staleness=StalenessPolicy(config.remote_withdraw_after_s or None),
+                allow_insecure_remote_links=config.allow_insecure_remote_links,
             )
             registry.register(ClusterStoreCollector(store))
 
