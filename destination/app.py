@@ -40,6 +40,7 @@ from discovery.cluster_store import ClusterStore, ClusterStoreCollector, Stalene
 from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName
+from discovery.transport import KubernetesClientTransport
 
 from .admin import AdminServer
 from .broadcast import Broadcasts
@@ -136,7 +137,7 @@ async def _run(
     metrics = DestinationMetrics(registry)
 
     async with AsyncExitStack() as exits:
-        api = await api_client(config.kubeconfig)
+        api = KubernetesClientTransport(await api_client(config.kubeconfig))
         exits.push_async_callback(api.close)
         local = ClusterCache(
             name=ClusterName(config.cluster_name),
@@ -161,6 +162,7 @@ async def _run(
                 default_opaque_ports=config.default_opaque_ports,
                 enable_ipv6=config.enable_ipv6,
                 staleness=StalenessPolicy(config.remote_withdraw_after_s or None),
+                allow_insecure_remote_links=config.allow_insecure_remote_links,
             )
             registry.register(ClusterStoreCollector(store))
 

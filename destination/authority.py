@@ -60,6 +60,7 @@ __all__ = [
     "parse_context_token",
     "parse_get_target",
     "parse_service_host",
+    "split_host_port",
 ]
 
 DEFAULT_PORT = 80
@@ -172,6 +173,15 @@ def _split_host_port(path: str) -> tuple[str, str]:
         if "]" in path:
             raise InvalidAuthority(path, f"address {path}: unexpected ']' in address")
     return host, path[last_colon + 1 :]
+
+
+def split_host_port(path: str) -> tuple[str, str]:
+    """Go's ``net.SplitHostPort``: host and port text, the port not checked.
+
+    Used where the reference only asks whether a string *has* a port, such as
+    a traffic split's authority.
+    """
+    return _split_host_port(path)
 
 
 def _parse_decimal(text: str, *, maximum: int) -> int | None:

@@ -353,6 +353,15 @@ class ServerConfig:
             "default_text": "0 (keep)",
         },
     )
+    allow_insecure_remote_links: bool = field(
+        default=False,
+        metadata={
+            "help": "For tests only: accept link kubeconfigs with plaintext http:// servers or "
+            "insecure-skip-tls-verify: true, which expose the link's credentials and data to "
+            "anyone on the network path. Off: such links are refused (state invalid, with the "
+            "reason)."
+        },
+    )
     log_level: str = field(
         default="info",
         metadata={"help": f"Least severe log level written: {', '.join(LOG_LEVELS)}."},
@@ -387,7 +396,12 @@ class ServerConfig:
         _check_dns_name("identity_trust_domain", self.identity_trust_domain)
         if not isinstance(self.default_opaque_ports, PortSet):
             raise ConfigError("default_opaque_ports", "must be a PortSet")
-        for name in ("enable_h2_upgrade", "enable_ipv6", "ext_endpoint_zone_weights"):
+        for name in (
+            "enable_h2_upgrade",
+            "enable_ipv6",
+            "ext_endpoint_zone_weights",
+            "allow_insecure_remote_links",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         object.__setattr__(

@@ -38,18 +38,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
-from kubernetes_asyncio.client import ApiClient
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .cluster import ClusterCache
 from .connection import REMOTE_KINDS, Connection, StagedEvents
-from .kubeconfig import KubeconfigError, client_from_kubeconfig
+from .kubeconfig import KubeconfigError
 from .metrics import DiscoveryMetrics
 from .models import ClusterCredentials, ClusterName, Kind, ObjectRef
 from .ports import PortSet
 from .project import CLUSTER_NAME_LABEL, CREDENTIALS_SECRET_TYPE
 from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted, secrets_path
+from .transport import ApiTransport, remote_transport_from_kubeconfig
 
 log = structlog.get_logger("discovery.cluster_store")
 
@@ -150,15 +150,18 @@ class ClusterStore:
     def __init__(
         self,
         *,
-        local_api: ApiClient,
+        local_api: ApiTransport,
         namespace: str,
         local_name: str,
         metrics: DiscoveryMetrics,
         default_opaque_ports: PortSet,
         enable_ipv6: bool,
         staleness: StalenessPolicy = StalenessPolicy(),
+        allow_insecure_remote_links: bool = False,
     ) -> None:
         self._namespace = namespace
+        # Plaintext http:// servers and insecure-skip-tls-verify in link kubeconfigs (tests only).
+        self._allow_insecure = allow_insecure_remote_links
         self._local_name = local_name
         self._metrics = metrics
         self._default_opaque_ports = default_opaque_ports
@@ -381,7 +384,9 @@ class ClusterStore:
         self, cluster: RemoteCluster, credentials: ClusterCredentials, *, staged: bool
     ) -> None:
         try:
-            api, server = await client_from_kubeconfig(credentials.kubeconfig)
+            api = await remote_transport_from_kubeconfig(
+                credentials.kubeconfig, allow_insecure=self._allow_insecure
+            )
         except Exception as err:  # any failure to build a client is this cluster's alone
             problem = (
                 f"kubeconfig {err}"
@@ -410,7 +415,7 @@ class ClusterStore:
         )
         task = asyncio.create_task(self._serve(connection), name=f"watches {cluster.name}")
         self._track(task)
-        running = _Live(connection=connection, task=task, server=server)
+        running = _Live(connection=connection, task=task, server=api.server)
         if staged:
             cluster.staged, cluster.staged_events = running, events
         else:

@@ -30,11 +30,10 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from kubernetes_asyncio.client import ApiClient
-
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind
 from .reflector import Reflector, ReflectorEvent
+from .transport import ApiTransport
 
 EventSink = Callable[[ReflectorEvent, float], None]
 
@@ -76,7 +75,7 @@ class Connection:
         self,
         *,
         cluster: ClusterName,
-        api: ApiClient,
+        api: ApiTransport,
         kinds: Iterable[Kind],
         sink: EventSink,
         metrics: DiscoveryMetrics,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from .by_address import AddressIndex
 from .models import (
     ClusterCredentials,
     ExternalWorkloadInfo,
@@ -29,6 +30,9 @@ from .models import (
     WorkloadOwner,
 )
 from .project import Record
+from .service_profiles import ServiceProfileInfo
+
+IndexRecord = Record | ServiceProfileInfo
 
 # Owners of a ReplicaSet that name the workload in metric labels.
 _RS_WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
@@ -46,6 +50,11 @@ class ClusterIndex:
         self.jobs: dict[ObjectRef, WorkloadOwner] = {}
         self.servers: dict[ObjectRef, ServerInfo] = {}
         self.external_workloads: dict[ObjectRef, ExternalWorkloadInfo] = {}
+        self.service_profiles: dict[ObjectRef, ServiceProfileInfo] = {}
+        self.by_address = AddressIndex()
+        # Remote clusters grant no access to ReplicaSets (least privilege): a
+        # pod's Deployment is then read from its ReplicaSet's name instead.
+        self.owners_from_template_hash = False
         self._servers_by_namespace: defaultdict[str, set[ObjectRef]] = defaultdict(set)
         self.slices_by_service: defaultdict[ServiceRef, set[ObjectRef]] = defaultdict(set)
         self._services_by_pod: defaultdict[ObjectRef, set[ServiceRef]] = defaultdict(set)
@@ -70,11 +79,35 @@ class ClusterIndex:
             rs = self.replica_sets.get(ObjectRef(pod.ref.namespace, owner.name))
             if rs is not None and rs.owner is not None and rs.owner.kind in _RS_WORKLOAD_KINDS:
                 return rs.owner
+            if self.owners_from_template_hash:
+                return _deployment_by_name(owner, pod.pod_template_hash)
         elif owner.kind == "Job":
             job = self.jobs.get(ObjectRef(pod.ref.namespace, owner.name))
             if job is not None and job.owner is not None:
                 return job.owner
         return owner
+
+    def live_pods_at(self, ip: str) -> list[PodInfo]:
+        """Pods whose pod IP is `ip` (normalized), as GetProfile looks them up (§6.2)."""
+        pods = (self.pods.get(ref) for ref in self.by_address.pods_at(ip))
+        return [pod for pod in pods if pod is not None and pod.live and not pod.host_network]
+
+    def live_pods_at_host_port(self, ip: str, port: int) -> list[PodInfo]:
+        """Pods exposing `port` as a host port on a node address `ip`."""
+        pods = (self.pods.get(ref) for ref in self.by_address.pods_at_host_port(ip, port))
+        return [pod for pod in pods if pod is not None and pod.live]
+
+    def workloads_at(self, ip: str, port: int) -> list[ExternalWorkloadInfo]:
+        refs = self.by_address.workloads_at(ip, port)
+        return [self.external_workloads[ref] for ref in refs if ref in self.external_workloads]
+
+    def pods_owned_by(self, owner: ObjectRef, kind: Kind) -> list[ObjectRef]:
+        """Pods whose single owner is this ReplicaSet or Job."""
+        return list(self._pods_by_owner.get((owner.namespace, kind.value, owner.name), ()))
+
+    def services_at(self, ip: str) -> list[ServiceRef]:
+        """Services with `ip` among their cluster IPs."""
+        return self.by_address.services_at(ip)
 
     def server_opaque(self, pod: PodInfo, port: int) -> bool:
         """Whether a Server in the pod's namespace makes this port of it opaque (§5.8)."""
@@ -99,14 +132,23 @@ class ClusterIndex:
             Kind.JOB: len(self.jobs),
             Kind.SERVER: len(self.servers),
             Kind.EXTERNAL_WORKLOAD: len(self.external_workloads),
+            Kind.SERVICE_PROFILE: len(self.service_profiles),
         }
 
     # -- writes: each returns the services whose endpoints may have changed ----
 
-    def upsert(self, record: Record) -> set[ServiceRef]:
+    def upsert(self, record: IndexRecord) -> set[ServiceRef]:
         if isinstance(record, ServiceInfo):
+            old_service = self.services.get(record.ref)
+            if old_service is not None:
+                self.by_address.drop_service(old_service)
             self.services[record.ref] = record
+            self.by_address.add_service(record)
             return {record.ref}
+        if isinstance(record, ServiceProfileInfo):
+            # Profiles feed GetProfile only: no endpoint set depends on them.
+            self.service_profiles[record.ref] = record
+            return set()
         if isinstance(record, SliceInfo):
             affected = self._drop_slice(record.ref)
             self._add_slice(record)
@@ -114,7 +156,10 @@ class ClusterIndex:
         if isinstance(record, PodInfo):
             old = self.pods.get(record.ref)
             self._forget_pod_owner(record.ref)
+            if old is not None:
+                self.by_address.drop_pod(old)
             self.pods[record.ref] = record
+            self.by_address.add_pod(record)
             if record.owner is not None:
                 key = (record.ref.namespace, record.owner.kind, record.owner.name)
                 self._pods_by_owner[key].add(record.ref)
@@ -130,9 +175,13 @@ class ClusterIndex:
         if isinstance(record, ClusterCredentials):
             raise TypeError("link Secrets belong to the cluster store, not to an index")
         if isinstance(record, ExternalWorkloadInfo):
-            if self.external_workloads.get(record.ref) == record:
+            old_workload = self.external_workloads.get(record.ref)
+            if old_workload == record:
                 return set()
+            if old_workload is not None:
+                self.by_address.drop_workload(old_workload)
             self.external_workloads[record.ref] = record
+            self.by_address.add_workload(record)
             return set(self._services_by_pod.get(record.ref, ()))
         if isinstance(record, ServerInfo):
             old_server = self.servers.get(record.ref)
@@ -146,13 +195,22 @@ class ClusterIndex:
     def delete(self, kind: Kind, ref: ObjectRef) -> set[ServiceRef]:
         if kind is Kind.SERVICE:
             service = ServiceRef(*ref)
-            return {service} if self.services.pop(service, None) is not None else set()
+            old_service = self.services.pop(service, None)
+            if old_service is None:
+                return set()
+            self.by_address.drop_service(old_service)
+            return {service}
+        if kind is Kind.SERVICE_PROFILE:
+            self.service_profiles.pop(ref, None)
+            return set()
         if kind is Kind.ENDPOINT_SLICE:
             return self._drop_slice(ref)
         if kind is Kind.POD:
             self._forget_pod_owner(ref)
-            if self.pods.pop(ref, None) is None:
+            old_pod = self.pods.pop(ref, None)
+            if old_pod is None:
                 return set()
+            self.by_address.drop_pod(old_pod)
             return set(self._services_by_pod.get(ref, ()))
         if kind is Kind.NODE:
             self.nodes.pop(ref.name, None)
@@ -160,8 +218,10 @@ class ClusterIndex:
         if kind is Kind.SECRET:
             return set()
         if kind is Kind.EXTERNAL_WORKLOAD:
-            if self.external_workloads.pop(ref, None) is None:
+            old_workload = self.external_workloads.pop(ref, None)
+            if old_workload is None:
                 return set()
+            self.by_address.drop_workload(old_workload)
             return set(self._services_by_pod.get(ref, ()))
         if kind is Kind.SERVER:
             if self.servers.pop(ref, None) is None:
@@ -177,7 +237,7 @@ class ClusterIndex:
             return set()
         return self._services_of_owned_pods(ref, kind)
 
-    def replace(self, kind: Kind, records: Iterable[Record]) -> set[ServiceRef]:
+    def replace(self, kind: Kind, records: Iterable[IndexRecord]) -> set[ServiceRef]:
         """A relist: upsert what is listed, delete what is no longer there."""
         affected: set[ServiceRef] = set()
         listed: set[ObjectRef] = set()
@@ -205,6 +265,8 @@ class ClusterIndex:
             return list(self.servers)
         if kind is Kind.EXTERNAL_WORKLOAD:
             return list(self.external_workloads)
+        if kind is Kind.SERVICE_PROFILE:
+            return list(self.service_profiles)
         return list(self.replica_sets if kind is Kind.REPLICA_SET else self.jobs)
 
     def _add_slice(self, info: SliceInfo) -> None:
@@ -285,7 +347,15 @@ def _slice_pods(info: SliceInfo) -> set[ObjectRef]:
     return targets
 
 
-def _key_of(record: Record) -> ObjectRef:
+def _deployment_by_name(owner: OwnerRef, template_hash: str | None) -> OwnerRef:
+    """A Deployment's ReplicaSet is named `<deployment>-<pod-template-hash>`."""
+    suffix = f"-{template_hash}" if template_hash else ""
+    if suffix and owner.name.endswith(suffix) and len(owner.name) > len(suffix):
+        return OwnerRef(kind="Deployment", name=owner.name[: -len(suffix)])
+    return owner
+
+
+def _key_of(record: IndexRecord) -> ObjectRef:
     if isinstance(record, NodeInfo):
         return ObjectRef("", record.name)
     return record.ref

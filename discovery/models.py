@@ -51,6 +51,7 @@ class Kind(enum.Enum):
     SECRET = "Secret"  # link credentials, in the controller namespace only
     SERVER = "Server"  # policy.linkerd.io; `proxyProtocol: opaque` marks ports opaque
     EXTERNAL_WORKLOAD = "ExternalWorkload"  # workload.linkerd.io: meshed workloads off-cluster
+    SERVICE_PROFILE = "ServiceProfile"  # linkerd.io: routes and retries, read by GetProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,15 @@ class PodInfo:
     container_ports: tuple[ContainerPort, ...] = field(compare=False)
     labels: tuple[tuple[str, str], ...] = field(compare=False)
     resource_version: str = field(default="", compare=False)
+    # Where GetProfile finds the pod by address (reference §2.1): its node's
+    # IPs (for host ports) and whether it shares the node's network.
+    host_ips: tuple[str, ...] = field(default=(), compare=False)
+    host_network: bool = field(default=False, compare=False)
+
+    @property
+    def live(self) -> bool:
+        """Found by address lookups: not terminating, not terminated (reference §2.1)."""
+        return not self.terminating and self.phase not in ("Succeeded", "Failed")
 
     @property
     def meshed(self) -> bool:
@@ -198,6 +208,7 @@ class ExternalWorkloadInfo:
     opaque_ports: PortSet | None  # resolved annotation; None when absent (defaults apply)
     labels: tuple[tuple[str, str], ...]
     proxy_inbound_port: int  # the port named `linkerd-proxy`, else 4143
+    ips: tuple[str, ...] = ()  # spec.workloadIPs: where GetProfile finds it by address
 
     def label_map(self) -> Mapping[str, str]:
         return dict(self.labels)

@@ -25,11 +25,11 @@ from typing import Any
 
 import aiohttp
 import structlog
-from kubernetes_asyncio.client import ApiClient
 
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ObjectRef
 from .project import Invalid, Record, object_key, project
+from .transport import ApiTransport
 
 log = structlog.get_logger("discovery.reflector")
 
@@ -121,7 +121,7 @@ class Reflector:
         *,
         cluster: ClusterName,
         kind: Kind,
-        api: ApiClient,
+        api: ApiTransport,
         on_event: Callable[[ReflectorEvent, float], None],
         metrics: DiscoveryMetrics,
         path: str | None = None,
@@ -178,7 +178,9 @@ class Reflector:
             self._on_health(self, error)
         await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
 
-    async def _request(self, query: list[tuple[str, Any]], *, watch: bool) -> Any:
+    async def _request(
+        self, query: list[tuple[str, Any]], *, watch: bool
+    ) -> aiohttp.ClientResponse:
         accept = "application/json"
         if self.kind in _METADATA_ONLY:
             accept = _ACCEPT_METADATA_WATCH if watch else _ACCEPT_METADATA
@@ -187,14 +189,12 @@ class Reflector:
             if watch
             else aiohttp.ClientTimeout(total=60)
         )
-        return await self._api.call_api(
-            self._path,
+        return await self._api.request(
             "GET",
-            query_params=[*query, *self._selectors],
-            header_params={"Accept": accept},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
+            self._path,
+            query=[*query, *self._selectors],
+            headers={"Accept": accept},
+            client_timeout=timeout,
         )
 
     async def _list(self) -> str:

@@ -66,6 +66,24 @@ def test_clusters_have_disjoint_pod_and_service_cidrs(east: Kube, west: Kube) ->
         assert not ipaddress.ip_network(a).overlaps(ipaddress.ip_network(b))
 
 
+async def test_services_can_be_dual_stack(east: Kube, namespace: str) -> None:
+    spec = east.cluster.spec
+    service = await east.core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "dual"},
+            "spec": {
+                "ipFamilyPolicy": "RequireDualStack",
+                "ipFamilies": ["IPv4", "IPv6"],
+                "ports": [{"port": 80}],
+            },
+        },
+    )
+    v4, v6 = (ipaddress.ip_address(ip) for ip in service.spec.cluster_ips)
+    assert v4 in ipaddress.ip_network(spec.service_cidr)
+    assert v6 in ipaddress.ip_network(spec.service_cidr_v6)
+
+
 def test_kubectl_reaches_each_cluster_with_its_admin_kubeconfig(east: Kube, west: Kube) -> None:
     for kube in (east, west):
         nodes = kube.cluster.kubectl("get", "nodes", "-o", "name").split()

@@ -19,6 +19,7 @@ from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, ServiceRef
 from discovery.ports import PortSet
 from discovery.topics import AddressDiff, AddressSnapshot, ViewKey
+from discovery.transport import KubernetesClientTransport
 from tests.kube.workloads import Kube, eventually, new_api_client
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,11 @@ async def east_cache(east: Kube) -> AsyncIterator[ClusterCache]:
         enable_ipv6=True,
     )
     connection = Connection(
-        cluster=cache.name, api=api, kinds=LOCAL_KINDS, sink=cache.apply, metrics=metrics
+        cluster=cache.name,
+        api=KubernetesClientTransport(api),
+        kinds=LOCAL_KINDS,
+        sink=cache.apply,
+        metrics=metrics,
     )
 
     async def watch() -> None:

@@ -8,7 +8,8 @@ domain, and its error codes; a federated service is the union of its local
 and remote members, and members joining and leaving (annotation edits, a
 member Service deleted and recreated, a link deleted and restored) produce
 exactly the Adds and Removes needed; rotating a link's credentials under a
-live stream sends nothing for unchanged endpoints; a broken kubeconfig and an
+live stream sends nothing for unchanged endpoints; a broken kubeconfig, an
+insecure one (insecure-skip-tls-verify, refused by default) and an
 unauthorized token affect only their own cluster, as `/clusters`, the
 metrics and `destination clusters` show.
 """
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import yaml
 
 from tests.integration.destination_client import Server, Stream, open_stream
 from tests.integration.links import (
@@ -285,9 +287,19 @@ async def test_broken_and_unauthorized_links_affect_only_their_cluster(
         service_account_kubeconfig, north.cluster, namespace=ns, service_account="nobody"
     )
     await put_link(east, link_secret(denied, kubeconfig=token_only, trust_domain="n.example"))
+    insecure = f"insecure-{secrets.token_hex(3)}"
+    unverified = yaml.safe_load(await reader_kubeconfig(north.cluster))
+    cluster_entry = unverified["clusters"][0]["cluster"]
+    del cluster_entry["certificate-authority-data"]
+    cluster_entry["insecure-skip-tls-verify"] = True
+    await put_link(
+        east, link_secret(insecure, kubeconfig=yaml.safe_dump(unverified), trust_domain="i.example")
+    )
 
     invalid = await wait_for_state(server.admin, broken, "invalid")
     assert "not valid YAML" in invalid["error"]
+    refused = await wait_for_state(server.admin, insecure, "invalid")
+    assert "insecure-skip-tls-verify: true turns certificate checks off" in refused["error"]
     failing = await wait_for_state(server.admin, denied, "failing")
     assert "403" in failing["error"] and "forbidden" in failing["error"]
     await wait_for_state(server.admin, good, "synced")
@@ -317,6 +329,7 @@ async def test_broken_and_unauthorized_links_affect_only_their_cluster(
     assert process.returncode == 4  # some cluster is not synced
     listed = {c["name"]: c["state"] for c in json.loads(out)["clusters"]}
     assert (listed[good], listed[broken], listed[denied]) == ("synced", "invalid", "failing")
+    assert listed[insecure] == "invalid"
 
     for name in (broken, denied, good):
         await delete_link(east, name)

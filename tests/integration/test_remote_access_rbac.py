@@ -6,7 +6,8 @@ denies), may list and watch, cluster-wide, every kind that remote discovery
 reads, and is refused everything else we tried: reading Secrets, Nodes, or a
 single object by name, and writes. Each case is one HTTP request to the
 session `west` cluster and the status it gets. The client is built by the
-server's own link-Secret loader (discovery/kubeconfig.py), so the kubeconfig
+server's own link-Secret loader and transport (discovery/kubeconfig.py,
+discovery/transport.py), so the kubeconfig
 that tests/kube/credentials.py writes is one the server accepts.
 """
 
@@ -20,12 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from kubernetes_asyncio.client import ApiClient
 
 from discovery.connection import REMOTE_KINDS
-from discovery.kubeconfig import client_from_kubeconfig
 from discovery.models import Kind
 from discovery.reflector import LIST_PATHS
+from discovery.transport import ApiTransport, remote_transport_from_kubeconfig
 from tests.kube.credentials import (
     REMOTE_ACCESS_MANIFEST,
     apply_remote_access,
@@ -64,14 +64,14 @@ FORBIDDEN: dict[str, tuple[str, str, dict[str, Any] | None]] = {
 
 
 @pytest.fixture(scope="module")
-async def reader(west: Kube) -> AsyncIterator[tuple[ApiClient, str]]:
+async def reader(west: Kube) -> AsyncIterator[tuple[ApiTransport, str]]:
     """An API client of `west` as the remote reader, and that reader's user name."""
     namespace, account = await asyncio.to_thread(apply_remote_access, west.cluster)
     kubeconfig = await asyncio.to_thread(
         service_account_kubeconfig, west.cluster, namespace=namespace, service_account=account
     )
-    api, server = await client_from_kubeconfig(kubeconfig.encode())
-    assert server == west.cluster.server
+    api = await remote_transport_from_kubeconfig(kubeconfig.encode())
+    assert api.server == west.cluster.server
     try:
         yield api, service_account_user(namespace, account)
     finally:
@@ -79,7 +79,7 @@ async def reader(west: Kube) -> AsyncIterator[tuple[ApiClient, str]]:
 
 
 async def send(
-    api: ApiClient,
+    api: ApiTransport,
     method: str,
     path: str,
     *,
@@ -87,15 +87,13 @@ async def send(
     body: dict[str, Any] | None = None,
 ) -> tuple[int, str]:
     """One request with the client's credentials; its status and body."""
-    response = await api.call_api(
-        path,
+    response = await api.request(
         method,
-        query_params=query or [],
-        header_params={"Accept": "application/json", "Content-Type": "application/json"},
-        body=body,
-        auth_settings=["BearerToken"],
-        _preload_content=False,
-        _request_timeout=aiohttp.ClientTimeout(total=30),
+        path,
+        query=query or [],
+        headers={"Accept": "application/json"},
+        json_body=body,
+        client_timeout=aiohttp.ClientTimeout(total=30),
     )
     async with response:
         # A watch that was allowed streams until its timeout: its status is enough.
@@ -105,7 +103,7 @@ async def send(
 
 @pytest.mark.parametrize("kind", REMOTE_KINDS, ids=lambda kind: kind.value)
 async def test_the_reader_lists_and_watches_what_remote_discovery_reads(
-    reader: tuple[ApiClient, str], kind: Kind
+    reader: tuple[ApiTransport, str], kind: Kind
 ) -> None:
     api, _ = reader
     path = LIST_PATHS[kind]
@@ -117,7 +115,7 @@ async def test_the_reader_lists_and_watches_what_remote_discovery_reads(
 
 @pytest.mark.parametrize(("method", "path", "body"), FORBIDDEN.values(), ids=FORBIDDEN.keys())
 async def test_the_reader_is_refused_everything_else(
-    reader: tuple[ApiClient, str], method: str, path: str, body: dict[str, Any] | None
+    reader: tuple[ApiTransport, str], method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     api, user = reader
     status, text = await send(api, method, path, body=body)

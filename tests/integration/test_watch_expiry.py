@@ -42,11 +42,11 @@ import discovery.reflector
 from destination.config import DEFAULT_OPAQUE_PORTS
 from discovery.cluster import ClusterCache
 from discovery.connection import REMOTE_KINDS, Connection
-from discovery.kubeconfig import client_from_kubeconfig
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ObjectRef, ServiceRef
 from discovery.ports import PortSet
 from discovery.topics import AddressDiff, AddressSnapshot, ViewKey
+from discovery.transport import remote_transport_from_kubeconfig
 from tests.kube.cluster import (
     ExtraApiServer,
     LocalCluster,
@@ -132,7 +132,7 @@ class Watching:
 @contextlib.asynccontextmanager
 async def watching(kubeconfig: str) -> AsyncIterator[Watching]:
     """The remote-discovery kinds flowing into a ClusterCache, as the server wires them."""
-    api, _ = await client_from_kubeconfig(kubeconfig.encode())
+    api = await remote_transport_from_kubeconfig(kubeconfig.encode())
     registry = CollectorRegistry()
     metrics = DiscoveryMetrics(registry)
     cache = ClusterCache(

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 for d in details:
                     print(
                         f"  {d['name']:<8} {d['server']}  pods {d['pod_cidr']}  "
-                        f"services {d['service_cidr']}  zones {','.join(d['zones'])}"
+                        f"services {d['service_cidr']},{d['service_cidr_v6']}  "
+                        f"zones {','.join(d['zones'])}"
                     )
                     print(f"           kubectl --kubeconfig {d['kubeconfig']} get nodes")
                 print("Ctrl-C stops every cluster.")

@@ -112,6 +112,11 @@ class ClusterSpec:
         return f"10.{100 + self.index}.0.0/16"
 
     @property
+    def service_cidr_v6(self) -> str:
+        """The IPv6 service range: Services are dual-stack capable, as in real clusters."""
+        return f"fd00:10:{100 + self.index}::/112"
+
+    @property
     def kubernetes_service_ip(self) -> str:
         return f"10.{100 + self.index}.0.1"
 
@@ -263,6 +268,7 @@ class LocalCluster:
             "cluster_domain": self.spec.cluster_domain,
             "pod_cidr": self.spec.pod_cidr,
             "service_cidr": self.spec.service_cidr,
+            "service_cidr_v6": self.spec.service_cidr_v6,
             "zones": list(self.spec.zones),
             "logs": str(self.log_dir),
         }
@@ -382,7 +388,7 @@ class LocalCluster:
             f"--tls-cert-file={self.pki.apiserver.cert}",
             f"--tls-private-key-file={self.pki.apiserver.key}",
             f"--client-ca-file={self.pki.ca.cert}",
-            f"--service-cluster-ip-range={self.spec.service_cidr}",
+            f"--service-cluster-ip-range={self.spec.service_cidr},{self.spec.service_cidr_v6}",
             f"--service-account-issuer={issuer}",
             f"--api-audiences={issuer}",
             f"--service-account-key-file={self.pki.service_account_pub}",

@@ -36,6 +36,7 @@ from discovery.models import Kind, ObjectRef
 from discovery.ports import PortSet
 from discovery.project import project_credentials
 from discovery.reflector import Deleted, Listed, Upserted
+from discovery.transport import KubernetesClientTransport
 from tests.kube.workloads import eventually
 
 
@@ -102,9 +103,10 @@ class Harness:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """A store; `indirect` parametrization with True allows insecure links."""
     registry = CollectorRegistry()
-    api = ApiClient(Configuration())
+    api = KubernetesClientTransport(ApiClient(Configuration()))
     store = ClusterStore(
         local_api=api,
         namespace="linkerd",
@@ -112,6 +114,7 @@ async def harness() -> AsyncIterator[Harness]:
         metrics=DiscoveryMetrics(registry),
         default_opaque_ports=PortSet.EMPTY,
         enable_ipv6=False,
+        allow_insecure_remote_links=getattr(request, "param", False),
     )
     registry.register(ClusterStoreCollector(store))
     # Runs the store's own lifecycle (its Secret watch fails quietly: no server) so
@@ -146,6 +149,33 @@ async def test_a_bad_kubeconfig_gives_an_invalid_cluster(harness: Harness) -> No
         timeout_s=5,
     )
     assert "not valid YAML" in (harness.store.statuses()[0].error or "")
+
+
+async def test_a_plaintext_link_is_invalid_with_the_reason(harness: Harness) -> None:
+    server = f"http://127.0.0.1:{closed_port()}"
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(server)))
+    status = await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.state is ClusterState.INVALID,
+        what="invalid state",
+        timeout_s=5,
+    )
+    assert status.error is not None
+    assert "plaintext http://" in status.error and "--allow-insecure-remote-links" in status.error
+    assert harness.store.serving("west") is None
+
+
+@pytest.mark.parametrize("harness", [True], indirect=True)
+async def test_a_plaintext_link_is_used_when_insecure_links_are_allowed(harness: Harness) -> None:
+    server = f"http://127.0.0.1:{closed_port()}"
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(server)))
+    status = await eventually(
+        lambda: _async(harness.store.statuses()[0]),
+        lambda s: s.state is ClusterState.FAILING,
+        what="failing state (connection refused)",
+        timeout_s=10,
+    )
+    assert status.server == server
 
 
 async def test_an_unreachable_cluster_is_failing_and_retried(harness: Harness) -> None:
@@ -262,10 +292,10 @@ async def test_refused_secrets_settle_the_store_so_local_discovery_stays_ready(
 async def test_an_unexpected_client_failure_is_that_clusters_alone(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(data: bytes) -> Any:
+    async def broken(data: bytes, *, allow_insecure: bool) -> Any:
         raise RuntimeError("client library bug")
 
-    monkeypatch.setattr(cluster_store_module, "client_from_kubeconfig", broken)
+    monkeypatch.setattr(cluster_store_module, "remote_transport_from_kubeconfig", broken)
     harness.list(secret("cluster-credentials-west", "west", config=kubeconfig("https://x:1")))
     status = await eventually(
         lambda: _async(harness.store.statuses()[0]),

@@ -64,6 +64,7 @@ def test_no_flags_and_no_environment_give_the_documented_defaults() -> None:
     assert config.stream_stuck_deadline_s == 30.0
     assert config.meshed_http2_client_params is None
     assert config.ext_endpoint_zone_weights is False
+    assert config.allow_insecure_remote_links is False
     assert config.log_level == "info"
     assert config.log_format is LogFormat.JSON
     assert config.shutdown_grace_s == 5.0
@@ -131,6 +132,7 @@ NON_DEFAULTS: dict[str, tuple[str, object]] = {
     "ext_endpoint_zone_weights": ("true", True),
     "enable_remote_discovery": ("false", False),
     "remote_withdraw_after_s": ("90", 90.0),
+    "allow_insecure_remote_links": ("true", True),
     "log_level": ("debug", "debug"),
     "log_format": ("console", LogFormat.CONSOLE),
     "shutdown_grace_s": ("0", 0.0),

@@ -400,6 +400,7 @@ def test_an_empty_relist_deletes_everything_of_that_kind_only(index: ClusterInde
         Kind.JOB: 0,
         Kind.SERVER: 0,
         Kind.EXTERNAL_WORKLOAD: 0,
+        Kind.SERVICE_PROFILE: 0,
     }
 
 

@@ -1,0 +1,231 @@
+"""How requests reach a Kubernetes API server: one small interface, two implementations.
+
+`ApiTransport` is all a `Reflector` needs: send one request, get the raw
+aiohttp response back unread (list bodies and watch streams are read by the
+caller, line by line), and close.
+
+* `KubernetesClientTransport` wraps kubernetes-asyncio's `ApiClient`, for the
+  LOCAL cluster only: its kubeconfig (or in-cluster config) is the operator's,
+  trusted, and may legitimately use plugins or files.
+* `RemoteTransport` is for LINKED clusters, whose kubeconfig comes from a
+  Secret and is hostile. It is built only from a `RemoteKubeconfig` record
+  (see `discovery.kubeconfig`), never from the document, with aiohttp
+  directly: no client library ever sees the Secret. Its session takes nothing
+  from the environment (`trust_env=False`: no proxy variables, no `.netrc`),
+  keeps no cookies, follows no redirects (which could carry the credentials
+  elsewhere), holds a bounded pool of connections, and its sockets use TCP
+  keepalive and a user timeout so that a peer that vanished without a word is
+  noticed within about a minute instead of the read timeout's five and a half.
+  TLS material stays in memory (`discovery.tls`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import aiohttp
+import yarl
+from kubernetes_asyncio.client import ApiClient
+
+from .kubeconfig import KubeconfigError, RemoteKubeconfig, load_remote_kubeconfig
+from .tls import TlsMaterialError, client_context
+
+QueryValue = str | int
+Query = Sequence[tuple[str, QueryValue]]
+
+# A remote connection runs three watches, and a list per kind when it (re)lists.
+REMOTE_CONNECTION_POOL = 8
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_PROBES = 3
+# Unacknowledged data older than this ends the connection (Linux TCP_USER_TIMEOUT).
+USER_TIMEOUT_MS = 60_000
+USER_AGENT = "multicluster-destination"
+
+
+class ApiTransport(Protocol):
+    """One API server, as the reflectors use it."""
+
+    @property
+    def server(self) -> str:
+        """The server's URL, for status and logs (never holds credentials)."""
+        ...
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """Send one request; the response is returned unread (use `async with`).
+
+        `path` is absolute (`/api/v1/pods`); any status is returned, not raised.
+        `client_timeout` is aiohttp's (a watch bounds each socket read, not the total).
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class KubernetesClientTransport:
+    """The local cluster, through kubernetes-asyncio (its config is the operator's own)."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    @property
+    def server(self) -> str:
+        return str(self.api.configuration.host)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self.api.call_api(
+            path,
+            method,
+            query_params=list(query),
+            header_params=dict(headers or {}),
+            body=json_body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=client_timeout,
+        )
+        return response
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+class RemoteTransport:
+    """A linked cluster's API server, reached with exactly what its `RemoteKubeconfig` says."""
+
+    def __init__(
+        self,
+        config: RemoteKubeconfig,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        pool_size: int = REMOTE_CONNECTION_POOL,
+    ) -> None:
+        """Use `open_remote_transport`: the SSL context is built off the loop there."""
+        self._server = config.server
+        url = yarl.URL(config.server)
+        self._origin = url.origin()
+        self._prefix = url.path.rstrip("/")
+        self._server_hostname = config.tls_server_name
+        headers = {"User-Agent": USER_AGENT}
+        if config.token is not None:
+            headers["Authorization"] = f"Bearer {config.token}"
+        elif config.username is not None and config.password is not None:
+            pair = f"{config.username}:{config.password}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+        connector = aiohttp.TCPConnector(
+            ssl=ssl_context if ssl_context is not None else False,
+            limit=pool_size,
+            limit_per_host=pool_size,
+            socket_factory=keepalive_socket,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    @property
+    def server(self) -> str:
+        return self._server
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        if not path.startswith("/"):
+            raise ValueError(f"an API path is absolute, got {path[:60]!r}")
+        url = self._origin.with_path(self._prefix + path)
+        if query:
+            url = url.with_query([(key, str(value)) for key, value in query])
+        return await self._session.request(
+            method,
+            url,
+            headers=dict(headers or {}),
+            json=json_body,
+            timeout=client_timeout,
+            allow_redirects=False,
+            server_hostname=self._server_hostname,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+async def open_remote_transport(
+    config: RemoteKubeconfig, *, pool_size: int = REMOTE_CONNECTION_POOL
+) -> RemoteTransport:
+    """A transport for `config`; its TLS context is built in a worker thread, from memory."""
+    ssl_context = None
+    if not config.plaintext:
+        try:
+            ssl_context = await asyncio.to_thread(
+                client_context,
+                ca_pem=config.ca_pem,
+                cert_pem=config.client_cert_pem,
+                key_pem=config.client_key_pem,
+                verify=not config.insecure_skip_tls_verify,
+            )
+        except TlsMaterialError as err:
+            raise KubeconfigError(str(err)) from None
+    return RemoteTransport(config, ssl_context, pool_size=pool_size)
+
+
+async def remote_transport_from_kubeconfig(
+    data: bytes, *, allow_insecure: bool = False
+) -> RemoteTransport:
+    """Link Secret bytes to a transport, or KubeconfigError with the reason.
+
+    Parsing and TLS set-up run off the event loop; nothing is written to disk,
+    executed or read because the kubeconfig says so.
+    """
+    config = await load_remote_kubeconfig(data, allow_insecure=allow_insecure)
+    return await open_remote_transport(config)
+
+
+def keepalive_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """A TCP socket that notices a dead peer: keepalive probes, and a user timeout."""
+    family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+            ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+            ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+        ):
+            if hasattr(socket, option):  # Linux has all four; others get what they have
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    except OSError:
+        sock.close()
+        raise
+    return sock
