@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 from destination.broadcast import Broadcasts
 from destination.config import DEFAULT_OPAQUE_PORTS, parse_opaque_ports
 from destination.encode import MeshSettings
-from destination.members import Planner, StreamTarget
+from destination.members import Planner, StreamRequest
 from destination.metrics import DestinationMetrics
 from discovery.cluster import ClusterCache
 from discovery.connection import LOCAL_KINDS, Connection
@@ -191,7 +191,7 @@ async def _replay(args: argparse.Namespace) -> dict[str, Any]:
         queue_capacity=100,
         stuck_deadline_s=30.0,
         metrics=metrics,
-        planner=Planner(local=cache, store=None, mesh=mesh).plan,
+        planner=Planner(local=cache, store=None, mesh=mesh),
     )
     cache.add_service_listener(broadcasts.services_changed)
     nodes = [f"east-node-{i}" for i in range(args.nodes)]
@@ -207,10 +207,10 @@ async def _replay(args: argparse.Namespace) -> dict[str, Any]:
     for name in data["services"]:
         for slot in range(args.streams_per_service):
             node = nodes[slot % len(nodes)]
-            target = StreamTarget(
+            request = StreamRequest(
                 service=ServiceRef(data["namespace"], name), port=80, hostname=None, node_name=node
             )
-            _, queue, _ = broadcasts.open_stream(target=target, on_stuck=lambda: None)
+            _, queue, _ = broadcasts.open_stream(request=request, on_stuck=lambda: None)
             tasks.append(asyncio.create_task(drain(queue)))
     await asyncio.sleep(0)
     durations: dict[str, list[float]] = {}
@@ -271,7 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     replay = sub.add_parser("replay", help="replay a recording through the server's code")
     replay.add_argument("file")
     replay.add_argument("--streams-per-service", type=int, default=100)
-    replay.add_argument("--nodes", type=int, default=2, help="distinct subscriber nodes (views)")
+    replay.add_argument(
+        "--nodes",
+        type=int,
+        default=2,
+        help="distinct subscriber node names (separate views only through their zones, "
+        "or per node for internalTrafficPolicy: Local services)",
+    )
     replay.add_argument(
         "--burst",
         type=int,

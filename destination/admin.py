@@ -8,7 +8,9 @@ Routes (``GET``, and ``HEAD`` with the same status and no body):
   probe that fails because the API server is slow would restart a healthy
   process.
 * ``/clusters``: JSON status of every linked remote cluster (state, error,
-  last sync, objects cached), read by ``destination clusters``.
+  last sync, objects cached), read by ``destination clusters``. Credentials
+  in URLs (``https://user:password@host``) are redacted from every string
+  before it is served.
 * ``/ready``: ``200 "ok\\n"`` when the injected readiness callable returns
   ``True``, else ``503 "not ready\\n"``. Linkerd answers 500 here; we answer
   503 Service Unavailable, which says "temporarily cannot serve", and any
@@ -32,6 +34,7 @@ Design choices
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -43,6 +46,20 @@ from structlog.typing import FilteringBoundLogger
 __all__ = ["AdminServer"]
 
 log: FilteringBoundLogger = structlog.get_logger(__name__)
+
+# The userinfo of a URL: what stands between "scheme://" and "@" before any "/".
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact(value: object) -> object:
+    """`value` (decoded JSON) with the userinfo of every URL in its strings replaced."""
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(r"\1REDACTED@", value)
+    if isinstance(value, dict):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
 
 
 class AdminServer:
@@ -149,4 +166,4 @@ class AdminServer:
 
     async def _cluster_statuses(self, request: web.Request) -> web.Response:
         clusters = self._clusters() if self._clusters is not None else []
-        return web.json_response({"clusters": clusters})
+        return web.json_response({"clusters": redact(clusters)})

@@ -8,9 +8,17 @@ Secrets have been listed; Gets that arrive earlier wait for that (bounded)
 rather than see an empty cache. Remote clusters never hold readiness back: a
 linked cluster that is down is that cluster's problem, shown in its status.
 
-Shutdown (SIGTERM or SIGINT): health turns NOT_SERVING, every stream's queue
-is closed so handlers finish with OK after writing what they hold, the gRPC
-server stops with a grace period, then the watches and the admin server.
+Shutdown (SIGTERM or SIGINT): `/ready` turns 503 and health NOT_SERVING (so
+no new proxy is sent here), every stream's queue is closed so handlers finish
+with OK after writing what they hold (a stream that opens during the drain
+gets the current state and ends at once), the gRPC server stops with a grace
+period, then the watches and the admin server. If the watches end by
+themselves (a bug: they retry every error), the server shuts down the same way
+and `run` returns 1, so that the process exits non-zero and is restarted.
+
+Exceptions nobody awaited (a callback's, a forgotten task's) reach the event
+loop's handler; `run` installs one that logs them as structured events instead
+of asyncio's plain stderr text.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import signal
 import time
 from contextlib import AsyncExitStack
+from typing import Any
 
 import structlog
 from grpc_health.v1 import health, health_pb2
@@ -43,6 +52,9 @@ from .metrics import DestinationMetrics
 from .server import SERVICE_NAME, build_server
 
 log = structlog.get_logger("destination.app")
+
+EXIT_OK = 0
+EXIT_WATCHES_ENDED = 1
 
 # Each watch holds one connection; leave room for lists and relists.
 API_CONNECTION_POOL = 32
@@ -87,9 +99,32 @@ async def _watch_all(
             group.create_task(store.run(), name="cluster store")
 
 
+def log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler: one structured error line per lost exception."""
+    exception = context.get("exception")
+    source = context.get("task") or context.get("future") or context.get("handle")
+    log.error(
+        "unhandled_exception",
+        message=str(context.get("message", ""))[:300],
+        source=repr(source)[:300] if source is not None else None,
+        exc_info=exception if isinstance(exception, BaseException) else None,
+    )
+
+
 async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT (or until `stop` is set, for tests)."""
     loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(log_loop_exception)
+    try:
+        return await _run(config, loop, stop)
+    finally:
+        loop.set_exception_handler(previous_handler)
+
+
+async def _run(
+    config: ServerConfig, loop: asyncio.AbstractEventLoop, stop: asyncio.Event | None
+) -> int:
     handle_signals = stop is None
     stop = stop or asyncio.Event()
     if handle_signals:
@@ -131,8 +166,10 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
             )
             registry.register(ClusterStoreCollector(store))
 
+        draining = False
+
         def ready() -> bool:
-            return local.synced and (store is None or store.synced)
+            return not draining and local.synced and (store is None or store.synced)
 
         def cluster_statuses() -> list[dict[str, object]]:
             return [status.to_json() for status in store.statuses()] if store is not None else []
@@ -146,7 +183,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
             queue_capacity=config.stream_queue_capacity,
             stuck_deadline_s=config.stream_stuck_deadline_s,
             metrics=metrics,
-            planner=planner.plan,
+            planner=planner,
         )
         local.add_service_listener(broadcasts.services_changed)
         if store is not None:
@@ -157,6 +194,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
             broadcasts=broadcasts,
             cluster_domain=config.cluster_domain,
             metrics=metrics,
+            max_streams_per_connection=config.max_streams_per_connection,
         )
         health_servicer = health.aio.HealthServicer()
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -183,18 +221,29 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int
         serving = asyncio.create_task(mark_serving(), name="health serving")
         stopped = asyncio.create_task(stop.wait(), name="stop signal")
         done, _ = await asyncio.wait({stopped, watches}, return_when=asyncio.FIRST_COMPLETED)
+        status = EXIT_OK
         if watches in done and not stopped.done():
-            log.error("watches_ended_unexpectedly", error=repr(watches.exception()))
+            status = EXIT_WATCHES_ENDED
+            error = None if watches.cancelled() else watches.exception()
+            log.error("watches_ended_unexpectedly", exc_info=error, error=repr(error)[:300])
 
         log.info("shutting_down", grace_s=config.shutdown_grace_s)
+        draining = True
         await health_servicer.enter_graceful_shutdown()
         broadcasts.close_all()
         await server.stop(config.shutdown_grace_s)
-        for task in (watches, serving, stopped):
+        tasks: tuple[asyncio.Task[Any], ...] = (watches, serving, stopped)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(watches, serving, stopped, return_exceptions=True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            lost = isinstance(result, BaseException) and not isinstance(
+                result, asyncio.CancelledError
+            )
+            if lost and not (task is watches and status != EXIT_OK):  # that one is logged
+                log.error("task_failed", task=task.get_name(), exc_info=result)
     if handle_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    log.info("stopped")
-    return 0
+    log.info("stopped", status=status)
+    return status

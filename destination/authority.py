@@ -27,6 +27,13 @@ Design choices
   labels (``..svc.cluster.local`` parses as service ``""`` in namespace ``""``
   and then fails the lookup with ``NOT_FOUND``). Empty labels can never name a
   Kubernetes object, so they are rejected here as an invalid authority.
+* **Bounded.** A path longer than :data:`MAX_PATH_LENGTH`, a host longer
+  than a DNS name (253) or a label longer than 63 is an invalid authority, and
+  what an error echoes of the path is cut to :data:`MAX_ECHOED_PATH`
+  characters (:func:`loggable`), so a multi-megabyte path gives a short
+  INVALID_ARGUMENT and a short log line. A context token longer than
+  :data:`MAX_TOKEN_LENGTH`, or with a field longer than a DNS name, is ignored
+  as a whole.
 * **Context tokens never fail a request.** :func:`parse_context_token` returns
   the token plus an optional human-readable reason for the caller to log. Where
   Go's ``encoding/json`` would leave a half-filled token after a type error, we
@@ -48,6 +55,7 @@ __all__ = [
     "LookupTarget",
     "ServiceName",
     "is_ip",
+    "loggable",
     "parse_authority",
     "parse_context_token",
     "parse_get_target",
@@ -59,6 +67,24 @@ DEFAULT_PORT = 80
 """Port used when the authority has no ``:`` at all."""
 
 _MAX_PORT = 65535
+MAX_HOST_LENGTH = 253
+"""A DNS name's limit; longer hosts cannot name a service."""
+MAX_LABEL_LENGTH = 63
+MAX_PATH_LENGTH = 300
+"""A host of 253 characters, brackets, ':' and a port with a few leading zeros."""
+MAX_ECHOED_PATH = 300
+MAX_TOKEN_LENGTH = 4096
+"""Real tokens are a short JSON object; anything longer is not parsed at all."""
+MAX_TOKEN_FIELD_LENGTH = 253
+
+
+def loggable(text: str, limit: int = MAX_ECHOED_PATH) -> str:
+    """`text` as it may appear in a log line or a status message: cut to `limit`."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
+
+
 _ASCII_DIGITS = frozenset("0123456789")
 
 
@@ -72,8 +98,8 @@ class InvalidAuthority(ValueError):
     """
 
     def __init__(self, path: str, reason: str = "") -> None:
-        self.path = path
-        self.reason = reason
+        self.path = loggable(path)
+        self.reason = loggable(reason, 2 * MAX_ECHOED_PATH)
         super().__init__(self.message)
 
     @property
@@ -89,7 +115,7 @@ class IpAuthorityNotSupported(InvalidAuthority):
     """``Get`` was asked for an IP address; only ``GetProfile`` serves IPs."""
 
     def __init__(self, path: str, host: str) -> None:
-        self.host = host
+        self.host = loggable(host)
         super().__init__(path, f"{host} is an IP address")
 
     @property
@@ -184,6 +210,8 @@ def parse_authority(path: str) -> Authority:
     The host is not validated here (it may even be empty); that is the job of
     :func:`is_ip` and :func:`parse_service_host`.
     """
+    if len(path) > MAX_PATH_LENGTH:
+        raise InvalidAuthority(path, f"longer than {MAX_PATH_LENGTH} characters")
     if ":" not in path:
         return Authority(host=path, port=DEFAULT_PORT)
     host, port_text = _split_host_port(path)
@@ -250,7 +278,11 @@ def parse_service_host(host: str, *, cluster_domain: str) -> ServiceName:
     :class:`ValueError`.
     """
     suffix = ["svc", *_cluster_domain_labels(cluster_domain)]
+    if len(host) > MAX_HOST_LENGTH:
+        raise InvalidAuthority(host, f"name longer than {MAX_HOST_LENGTH} characters")
     labels = host.split(".")
+    if any(len(label) > MAX_LABEL_LENGTH for label in labels):
+        raise InvalidAuthority(host, f"name has a label longer than {MAX_LABEL_LENGTH}")
     if len(labels) < len(suffix) or labels[-len(suffix) :] != suffix:
         raise InvalidAuthority(host, f"name {host} does not match cluster domain {cluster_domain}")
     head = labels[: -len(suffix)]
@@ -369,7 +401,9 @@ def _token_from_json(token: str) -> ContextToken:
             continue
         if not isinstance(value, str):
             kind = "object" if isinstance(value, _JsonObject) else type(value).__name__
-            raise _TokenError(f"field {key!r} is {kind}, not a string")
+            raise _TokenError(f"field {_shorten(key)} is {kind}, not a string")
+        if len(value) > MAX_TOKEN_FIELD_LENGTH:
+            raise _TokenError(f"field {_shorten(key)} is longer than {MAX_TOKEN_FIELD_LENGTH}")
         values[_TOKEN_FIELDS[field]] = _replace_lone_surrogates(value)
     return ContextToken(**values)
 
@@ -396,6 +430,10 @@ def parse_context_token(token: str) -> tuple[ContextToken, str | None]:
     """
     if token == "":
         return _EMPTY_TOKEN, None
+    if len(token) > MAX_TOKEN_LENGTH:
+        return _EMPTY_TOKEN, (
+            f"context token {_shorten(token)} is longer than {MAX_TOKEN_LENGTH} characters"
+        )
     try:
         return _token_from_json(token), None
     except ValueError as err:  # json.JSONDecodeError and _TokenError
@@ -403,10 +441,12 @@ def parse_context_token(token: str) -> tuple[ContextToken, str | None]:
     parts = token.split(":")
     if len(parts) == 2 and parts[0] == "ns":
         namespace = parts[1].removesuffix("\n").removesuffix("\r")
+        if len(namespace) > MAX_TOKEN_FIELD_LENGTH:
+            return _EMPTY_TOKEN, f"context token namespace is longer than {MAX_TOKEN_FIELD_LENGTH}"
         return ContextToken(ns=namespace), None
     return _EMPTY_TOKEN, (
         f"context token {_shorten(token)} is neither a JSON object nor 'ns:<namespace>': "
-        f"{json_error}"
+        f"{loggable(json_error)}"
     )
 
 

@@ -1,14 +1,18 @@
 """Per-target fan-out: encode once, offer the same bytes to every stream.
 
-A `Broadcast` serves every Get stream of one target (service, port, hostname,
-subscriber node). It holds one subscription per *member* of the target's plan
-(members.py): one local view for an ordinary service, one remote view for a
-remote-discovery mirror, several for a federated service. On each member
-change it encodes that member's diff once, with that member's context (the
-remote trust domain for remote pods), and offers one shared `QueueItem` to
-every stream's queue. When the plan changes (the Service was edited, a cluster
-was linked, unlinked or withdrawn), `reconcile` sends a Remove of everything
-a departed member contributed and an Add of everything a new member holds.
+A `Broadcast` serves every Get stream of one target: (service, port, hostname)
+and what of the caller changes the answer, its zone and, only for a service
+with `internalTrafficPolicy: Local`, its node (members.py `StreamTarget`). It
+holds one subscription per *member* of the target's plan (members.py): one
+local view for an ordinary service, one remote view for a remote-discovery
+mirror, several for a federated service. On each member change it encodes that
+member's diff once, with that member's context (the remote trust domain for
+remote pods), and offers one shared `QueueItem` to every stream's queue. When
+the plan changes (the Service was edited, a cluster was linked, unlinked or
+withdrawn), `reconcile` sends what takes streams from the old members to the
+new ones. When a stream's *target* changes (the Service's traffic policy was
+edited), the stream moves to the broadcast of its new target and catches up
+from the snapshot it last delivered to that broadcast's.
 
 A new stream's first messages (the whole current set) are encoded once per
 snapshot version and reused by every stream that joins while it holds. A
@@ -16,29 +20,39 @@ stream that fell behind catches up with one diff from the snapshot it last
 saw; that diff is memoized by (old, new) version, because streams overflow
 together and then share both versions.
 
-Steps from a change to the last `offer` contain no `await`.
+Every transition is computed over all members at once: Removes are the
+addresses present before and absent after, whichever member held them, so an
+address that moves between members is never removed after being re-added.
+
+Steps from a change to the last `offer` contain no `await`. A failure while
+encoding or re-planning one broadcast is logged and counted, and never stops
+the others: its streams are resynchronised from their own snapshots.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
+
+import structlog
 
 from discovery.cluster import ClusterCache
-from discovery.models import Address, ServiceRef
+from discovery.models import Address, AddressKey, ServiceRef
 from discovery.topics import (
     AddressDiff,
     AddressSnapshot,
     Subscription,
-    diff_snapshots,
 )
 
-from .encode import EncodeContext, encode_diff, encode_initial, remove_update
-from .members import Member, MemberPlan, StreamTarget
+from .encode import EncodeContext, add_update, encode_diff, encode_initial, remove_update
+from .members import Member, MemberPlan, StreamRequest, StreamTarget
 from .metrics import DestinationMetrics
 from .stream_queue import QueueItem, StreamQueue
+
+log = structlog.get_logger("destination.broadcast")
 
 _versions = itertools.count(1)
 CATCH_UP_MEMO = 8  # distinct (old, new) transitions remembered per broadcast
@@ -70,31 +84,46 @@ def _same_source(old: MemberState, new: MemberState) -> bool:
     return old.cache is new.cache and old.context == new.context
 
 
+def _already_sent(
+    held: tuple[Address, MemberState] | None, address: Address, after: MemberState
+) -> bool:
+    """Whether a stream at the old snapshot holds `address` exactly as `after` would send it."""
+    if held is None:
+        return False
+    sent, state = held
+    return (
+        sent == address
+        and _same_source(state, after)
+        and state.snapshot.labels == after.snapshot.labels
+    )
+
+
 def encode_transition(old: StreamSnapshot, new: StreamSnapshot) -> tuple[bytes, ...]:
-    """Messages that take a stream from `old` to `new`: each member's Adds, then one Remove."""
+    """Messages that take a stream from `old` to `new`: each member's Adds, then one Remove.
+
+    Computed across members, by address: an address is added when no member
+    of `old` sent it as `new` would (same record, same encoding context, same
+    set labels), and removed when it was held before and no member of `new`
+    holds it. The snapshots may belong to different broadcasts (a stream that
+    moved), so nothing here assumes the members of the two are related.
+    """
+    held: dict[AddressKey, tuple[Address, MemberState]] = {}
+    for state in old.members.values():
+        for key, address in state.snapshot.addresses.items():
+            held[key] = (address, state)
     payloads: list[bytes] = []
-    removed: list[Address] = []
-    for member, before in old.members.items():
-        if member not in new.members:
-            removed += before.snapshot.addresses.values()
+    kept: set[AddressKey] = set()
     for member, after in new.members.items():
-        previous = old.members.get(member)
-        if previous is None:
-            payloads += _adds(after)
-            continue
-        if previous.snapshot is after.snapshot and _same_source(previous, after):
-            continue
-        diff = diff_snapshots(previous.snapshot, after.snapshot)
-        removed += diff.removed
-        if not _same_source(previous, after):
-            # Same addresses seen differently (a trust domain changed): re-send them all.
-            diff = AddressDiff(
-                added=tuple(after.snapshot.addresses.values()),
-                removed=(),
-                labels=after.snapshot.labels,
-            )
-        payloads += encode_diff(AddressDiff(diff.added, (), diff.labels), after.context)
-    payload = remove_update(removed)
+        addresses = after.snapshot.addresses
+        kept.update(addresses)
+        before = old.members.get(member)
+        if before is not None and before.snapshot is after.snapshot and _same_source(before, after):
+            continue  # the common case: this member did not change
+        adds = [a for key, a in addresses.items() if not _already_sent(held.get(key), a, after)]
+        payload = add_update(adds, after.snapshot.labels, after.context)
+        if payload is not None:
+            payloads.append(payload)
+    payload = remove_update(address for key, (address, _) in held.items() if key not in kept)
     if payload is not None:
         payloads.append(payload)
     return tuple(payloads)
@@ -125,7 +154,8 @@ class Broadcast:
         self._planner = planner
         self._metrics = metrics
         self.snapshot: StreamSnapshot = EMPTY_STREAM
-        self.queues: set[StreamQueue[StreamSnapshot]] = set()
+        # Each stream's queue, and the node its caller named (what re-keying reads).
+        self.queues: dict[StreamQueue[StreamSnapshot], str] = {}
         self._subscriptions: dict[Member, Subscription] = {}
         self._initial: tuple[int, tuple[bytes, ...]] | None = None
         self._catch_ups: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -133,6 +163,10 @@ class Broadcast:
     @property
     def members(self) -> list[Member]:
         return list(self.snapshot.members)
+
+    def services(self) -> frozenset[ServiceRef]:
+        """The Services whose edits can change this broadcast's plan or target."""
+        return frozenset({self.target.service, *(m.service for m in self.snapshot.members)})
 
     def reconcile(self) -> None:
         """Bring the members in line with the current plan, telling every stream."""
@@ -165,7 +199,7 @@ class Broadcast:
             return
         self.snapshot = StreamSnapshot(members=MappingProxyType(members))
         if self.queues:
-            self._offer(encode_transition(old, self.snapshot))
+            self._offer_or_resync(lambda: encode_transition(old, self.snapshot))
 
     def member_changed(self, member: Member, diff: AddressDiff, snapshot: AddressSnapshot) -> None:
         state = self.snapshot.members.get(member)
@@ -174,7 +208,35 @@ class Broadcast:
         members = dict(self.snapshot.members)
         members[member] = MemberState(snapshot, state.context, state.cache)
         self.snapshot = StreamSnapshot(members=MappingProxyType(members))
-        self._offer(encode_diff(diff, state.context))
+        if self.queues:
+            self._offer_or_resync(
+                lambda: encode_diff(self._still_held(member, diff), state.context)
+            )
+
+    def _still_held(self, member: Member, diff: AddressDiff) -> AddressDiff:
+        """The diff without Removes of addresses another member still holds."""
+        others = [s.snapshot.addresses for m, s in self.snapshot.members.items() if m != member]
+        if not others or not diff.removed:
+            return diff
+        removed = tuple(a for a in diff.removed if not any(a.key in held for held in others))
+        return AddressDiff(added=diff.added, removed=removed, labels=diff.labels)
+
+    def _offer_or_resync(self, encode: Callable[[], tuple[bytes, ...]]) -> None:
+        """Offer what `encode` makes; if it fails, every stream catches up on its own."""
+        try:
+            payloads = encode()
+        except Exception:
+            log.exception(
+                "broadcast_encode_failed",
+                service=str(self.target.service),
+                port=self.target.port,
+                streams=len(self.queues),
+            )
+            self._metrics.fanout_errors.labels("encode").inc()
+            for queue in self.queues:
+                queue.resync(self.snapshot)
+            return
+        self._offer(payloads)
 
     def _offer(self, payloads: tuple[bytes, ...]) -> None:
         if not payloads:
@@ -212,6 +274,14 @@ class Broadcast:
         self._subscriptions.clear()
 
 
+class StreamPlanner(Protocol):
+    """What broadcasts need of planning (members.py `Planner`)."""
+
+    def target(self, request: StreamRequest) -> StreamTarget: ...
+
+    def plan(self, target: StreamTarget) -> list[MemberPlan]: ...
+
+
 class Broadcasts:
     """Every live broadcast, created on a target's first stream, dropped on its last."""
 
@@ -221,28 +291,42 @@ class Broadcasts:
         queue_capacity: int,
         stuck_deadline_s: float,
         metrics: DestinationMetrics,
-        planner: Callable[[StreamTarget], list[MemberPlan]],
+        planner: StreamPlanner,
     ) -> None:
         self._queue_capacity = queue_capacity
         self._stuck_deadline_s = stuck_deadline_s
         self._metrics = metrics
         self._planner = planner
         self._broadcasts: dict[StreamTarget, Broadcast] = {}
+        # Broadcasts by every Service their target or members name (see `services_changed`).
         self._by_service: dict[ServiceRef, set[Broadcast]] = {}
+        self._indexed: dict[Broadcast, frozenset[ServiceRef]] = {}
+        self._homes: dict[StreamQueue[StreamSnapshot], Broadcast] = {}
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._broadcasts)
 
+    @property
+    def streams(self) -> int:
+        """Open streams attached to a broadcast."""
+        return len(self._homes)
+
     def open_stream(
-        self, *, target: StreamTarget, on_stuck: Callable[[], None]
+        self, *, request: StreamRequest, on_stuck: Callable[[], None]
     ) -> tuple[Broadcast, StreamQueue[StreamSnapshot], tuple[bytes, ...]]:
-        """Attach a new stream; returns its queue and the payloads to send first."""
-        broadcast = self._broadcasts.get(target)
-        if broadcast is None:
-            broadcast = Broadcast(target=target, planner=self._planner, metrics=self._metrics)
-            broadcast.reconcile()
-            self._broadcasts[target] = broadcast
-            self._by_service.setdefault(target.service, set()).add(broadcast)
+        """Attach a new stream; returns its broadcast, queue and the payloads to send first.
+
+        The initial payloads are encoded before anything is attached: if that
+        fails, nothing is left behind. After `close_all` a stream still gets
+        the current state, then ends at once (with OK).
+        """
+        broadcast = self._broadcast_for(self._planner.target(request))
+        try:
+            initial = broadcast.initial_payloads()
+        except BaseException:
+            self._drop_if_idle(broadcast)
+            raise
         queue: StreamQueue[StreamSnapshot] = StreamQueue(
             capacity=self._queue_capacity,
             delivered=broadcast.snapshot,
@@ -251,33 +335,121 @@ class Broadcasts:
             on_overflow=self._metrics.queue_overflows.inc,
             on_stuck=on_stuck,
         )
-        broadcast.queues.add(queue)
-        return broadcast, queue, broadcast.initial_payloads()
+        if self._closed:
+            queue.close()
+        broadcast.queues[queue] = request.node_name
+        self._homes[queue] = broadcast
+        return broadcast, queue, initial
 
-    def close_stream(self, broadcast: Broadcast, queue: StreamQueue[StreamSnapshot]) -> None:
-        broadcast.queues.discard(queue)
-        if not broadcast.queues and self._broadcasts.get(broadcast.target) is broadcast:
-            del self._broadcasts[broadcast.target]
-            same_service = self._by_service.get(broadcast.target.service)
+    def close_stream(self, queue: StreamQueue[StreamSnapshot]) -> None:
+        """Detach a finished stream (idempotent); its stuck-stream timer goes with it."""
+        queue.close()
+        broadcast = self._homes.pop(queue, None)
+        if broadcast is None:
+            return
+        broadcast.queues.pop(queue, None)
+        self._drop_if_idle(broadcast)
+
+    def _broadcast_for(self, target: StreamTarget) -> Broadcast:
+        broadcast = self._broadcasts.get(target)
+        if broadcast is None:
+            broadcast = Broadcast(target=target, planner=self._planner.plan, metrics=self._metrics)
+            try:
+                broadcast.reconcile()
+            except BaseException:
+                broadcast.close()
+                raise
+            self._broadcasts[target] = broadcast
+            self._reindex(broadcast)
+        return broadcast
+
+    def _drop_if_idle(self, broadcast: Broadcast) -> None:
+        if broadcast.queues or self._broadcasts.get(broadcast.target) is not broadcast:
+            return
+        del self._broadcasts[broadcast.target]
+        for service in self._indexed.pop(broadcast, frozenset()):
+            same_service = self._by_service.get(service)
             if same_service is not None:
                 same_service.discard(broadcast)
                 if not same_service:
-                    del self._by_service[broadcast.target.service]
-            broadcast.close()
+                    del self._by_service[service]
+        broadcast.close()
+
+    def _reindex(self, broadcast: Broadcast) -> None:
+        before = self._indexed.get(broadcast, frozenset())
+        after = broadcast.services()
+        if after == before:
+            return
+        for service in before - after:
+            same_service = self._by_service.get(service)
+            if same_service is not None:
+                same_service.discard(broadcast)
+                if not same_service:
+                    del self._by_service[service]
+        for service in after - before:
+            self._by_service.setdefault(service, set()).add(broadcast)
+        self._indexed[broadcast] = after
 
     def services_changed(self, services: set[ServiceRef]) -> None:
-        """A local Service changed: the plans of its streams may have, too."""
+        """Local Services changed: the targets and plans of their streams may have, too."""
+        affected: dict[Broadcast, None] = {}
         for service in services:
-            for broadcast in list(self._by_service.get(service, ())):
-                broadcast.reconcile()
+            for broadcast in self._by_service.get(service, ()):
+                affected[broadcast] = None
+        self._each(affected, self._replan)
 
     def clusters_changed(self) -> None:
         """A cluster was linked, unlinked, withdrawn or restored: re-plan every target."""
-        for broadcast in list(self._broadcasts.values()):
-            broadcast.reconcile()
+        self._each(list(self._broadcasts.values()), self._reconcile)
+
+    def _each(self, broadcasts: Iterable[Broadcast], step: Callable[[Broadcast], None]) -> None:
+        """Run `step` on each broadcast; one failing never stops the rest."""
+        for broadcast in list(broadcasts):
+            if self._broadcasts.get(broadcast.target) is not broadcast:
+                continue  # dropped by an earlier step (its streams moved away)
+            try:
+                step(broadcast)
+            except Exception:
+                log.exception(
+                    "broadcast_replan_failed",
+                    service=str(broadcast.target.service),
+                    port=broadcast.target.port,
+                    streams=len(broadcast.queues),
+                )
+                self._metrics.fanout_errors.labels("replan").inc()
+                for queue in broadcast.queues:
+                    queue.resync(broadcast.snapshot)
+
+    def _reconcile(self, broadcast: Broadcast) -> None:
+        broadcast.reconcile()
+        self._reindex(broadcast)
+
+    def _replan(self, broadcast: Broadcast) -> None:
+        """Move streams whose target changed, then reconcile those that stay."""
+        target = broadcast.target
+        moves: dict[StreamTarget, list[tuple[StreamQueue[StreamSnapshot], str]]] = {}
+        for queue, node_name in broadcast.queues.items():
+            request = StreamRequest(target.service, target.port, target.hostname, node_name)
+            new_target = self._planner.target(request)
+            if new_target != target:
+                moves.setdefault(new_target, []).append((queue, node_name))
+        for new_target, streams in moves.items():
+            destination = self._broadcast_for(new_target)
+            for queue, node_name in streams:
+                del broadcast.queues[queue]
+                destination.queues[queue] = node_name
+                self._homes[queue] = destination
+                queue.resync(destination.snapshot, destination.catch_up)
+        if broadcast.queues:
+            self._reconcile(broadcast)
+        else:
+            self._drop_if_idle(broadcast)
 
     def close_all(self) -> None:
-        """Server shutdown: every stream finishes what it holds, then ends with OK."""
-        for broadcast in self._broadcasts.values():
-            for queue in broadcast.queues:
-                queue.close()
+        """Server shutdown: every stream finishes what it holds, then ends with OK.
+
+        Streams that open afterwards get the current state and end at once.
+        """
+        self._closed = True
+        for queue in list(self._homes):
+            queue.close()

@@ -146,6 +146,7 @@ _STRING_FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     "outbound_transport_mode": ("{transparent,transport-header}", _text),
     "enable_ipv6": ("BOOL", _boolean),
     "stream_queue_capacity": ("N", _integer),
+    "max_streams_per_connection": ("N", _integer),
     "stream_stuck_deadline_s": ("SECONDS", _seconds),
     "meshed_http2_client_params": ("JSON", parse_http2_client_params),
     "ext_endpoint_zone_weights": ("BOOL", _boolean),

@@ -6,6 +6,10 @@ when, the API server it talks to, the trust domain its pod identities use,
 the objects it caches, when it was last known to be up to date, and the last
 error. This is the view an operator opens when a remote service has no
 endpoints: it tells at once whether the link is missing, refused or down.
+
+Everything printed from the server's answer goes through `printable`: errors
+can quote what a remote API server said, and must not reach the terminal as
+escape sequences. `--json` output is escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+from .printable import printable
 
 if TYPE_CHECKING:
     from .cli import Subparsers
@@ -110,7 +116,7 @@ def _synced_text(state: str, synced: float | None, now: float) -> str:
 def table(clusters: Sequence[Mapping[str, Any]], *, now: float | None = None) -> str:
     """The clusters as aligned text columns."""
     now = time.time() if now is None else now
-    rows = [COLUMNS]
+    rows: list[tuple[str, ...]] = [COLUMNS]
     for cluster in clusters:
         objects = cluster.get("objects") or {}
         error = cluster.get("error") or ""
@@ -129,6 +135,7 @@ def table(clusters: Sequence[Mapping[str, Any]], *, now: float | None = None) ->
                 error or "-",
             )
         )
+    rows = [tuple(printable(cell) for cell in row) for row in rows]  # the server's text
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     lines = [
         "  ".join(
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace, *, environ: Mapping[str, str]) -> int:
         clusters = asyncio.run(fetch(admin, timeout_s=args.timeout_s))
     except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as err:
         print(
-            f"error: cannot read http://{admin}/clusters: {err or type(err).__name__}",
+            printable(f"error: cannot read http://{admin}/clusters: {err or type(err).__name__}"),
             file=sys.stderr,
         )
         return EXIT_FAILURE

@@ -230,9 +230,12 @@ class ServerConfig:
         metadata={"help": "Address of the gRPC destination API (plaintext HTTP/2), host:port."},
     )
     admin_address: str = field(
-        default="0.0.0.0:9996",
+        default="127.0.0.1:9996",
         metadata={
-            "help": "Address of the admin HTTP server (/metrics, /live, /ping, /ready), host:port."
+            "help": "Address of the admin HTTP server (/metrics, /live, /ping, /ready, "
+            "/clusters), host:port. Loopback by default: /clusters describes the links; "
+            "deploy/destination.yaml sets 0.0.0.0:9996 so that the kubelet's probes and "
+            "Prometheus reach it."
         },
     )
     kubeconfig: str | None = field(
@@ -298,6 +301,14 @@ class ServerConfig:
         metadata={
             "help": "Updates buffered per stream before they are coalesced into one catch-up "
             "update; must be greater than 0."
+        },
+    )
+    max_streams_per_connection: int = field(
+        default=10_000,
+        metadata={
+            "help": "Get streams one client connection may hold at once; more are refused "
+            "with RESOURCE_EXHAUSTED. A busy gateway proxy holds thousands on one "
+            "connection; must be greater than 0."
         },
     )
     stream_stuck_deadline_s: float = field(
@@ -404,6 +415,11 @@ class ServerConfig:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
             raise ConfigError(
                 "stream_queue_capacity", f"must be an integer greater than 0, got {capacity!r}"
+            )
+        limit = self.max_streams_per_connection
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ConfigError(
+                "max_streams_per_connection", f"must be an integer greater than 0, got {limit!r}"
             )
         _check_seconds("stream_stuck_deadline_s", self.stream_stuck_deadline_s, allow_zero=False)
         params = self.meshed_http2_client_params

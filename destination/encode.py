@@ -19,11 +19,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from discovery.models import Address, ExternalWorkloadInfo, PodInfo
 from discovery.topics import AddressDiff, AddressSnapshot
 
 from ._proto import destination_pb2 as pb
 from ._proto import net_pb2
+
+log = structlog.get_logger("destination.encode")
 
 DEFAULT_WEIGHT = 10_000
 
@@ -80,6 +84,8 @@ def tcp_address(ip: str, port: int) -> net_pb2.TcpAddress:
         addr = net_pb2.IPAddress(
             ipv6=net_pb2.IPv6(first=packed >> 64, last=packed & 0xFFFF_FFFF_FFFF_FFFF)
         )
+    if not 0 < port <= 65535:
+        raise ValueError(f"port {port} is out of range")
     return net_pb2.TcpAddress(ip=addr, port=port)
 
 
@@ -200,10 +206,27 @@ def _workload_addr(
     return message
 
 
+def _unencodable(address: Address, err: ValueError) -> None:
+    """Defence in depth: projection (discovery/project.py) already drops bad addresses.
+
+    An address that still cannot be encoded is left out of the message rather
+    than failing the whole update for every stream of the view.
+    """
+    log.error("address_not_encodable", ip=address.ip[:64], port=address.port, error=str(err))
+
+
 def add_update(
     addresses: Iterable[Address], labels: Mapping[str, str], ctx: EncodeContext
 ) -> bytes | None:
-    addrs = [m for m in (weighted_addr(a, ctx) for a in addresses) if m is not None]
+    addrs = []
+    for address in addresses:
+        try:
+            message = weighted_addr(address, ctx)
+        except ValueError as err:
+            _unencodable(address, err)
+            continue
+        if message is not None:
+            addrs.append(message)
     if not addrs:
         return None
     update = pb.Update(add=pb.WeightedAddrSet(addrs=addrs, metric_labels=dict(labels)))
@@ -211,7 +234,12 @@ def add_update(
 
 
 def remove_update(addresses: Iterable[Address]) -> bytes | None:
-    addrs = [tcp_address(a.ip, a.port) for a in addresses]
+    addrs = []
+    for address in addresses:
+        try:
+            addrs.append(tcp_address(address.ip, address.port))
+        except ValueError as err:
+            _unencodable(address, err)
     if not addrs:
         return None
     return pb.Update(remove=pb.AddrSet(addrs=addrs)).SerializeToString(deterministic=True)

@@ -57,6 +57,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from destination.printable import printable
+
 if TYPE_CHECKING:
     from destination._proto import destination_pb2 as pb
     from destination._proto import net_pb2
@@ -195,8 +197,9 @@ class Endpoint:
         return "+".join(parts) or "-"
 
     def row(self) -> tuple[str, ...]:
+        """The table cells, escaped: every string here came from the server."""
         labels = self.metric_labels
-        return (
+        cells = (
             self.key,
             labels.get("pod") or "-",
             self.workload,
@@ -205,6 +208,7 @@ class Endpoint:
             labels.get("zone") or "-",
             labels.get("zone_locality") or "-",
         )
+        return tuple(printable(cell) for cell in cells)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,7 +304,7 @@ class EndpointTable:
                 parts.append(f"no endpoints: service {state}")
         labels = ",".join(f"{k}={v}" for k, v in self.labels.items())
         parts.append(f"labels {labels or '-'}")
-        return "  ".join(parts)
+        return printable("  ".join(parts))
 
     def render(self) -> str:
         """The header line and the table, rows in address order, with change markers."""
@@ -507,7 +511,8 @@ async def watch(options: WatchOptions, out: TextIO, mode: FrameMode) -> Outcome:
         except grpc.aio.AioRpcError as err:
             code = err.code()
             name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            return Outcome(EXIT_FAILURE, f"error: {name}: {err.details() or ''}".rstrip())
+            details = printable(err.details() or "")
+            return Outcome(EXIT_FAILURE, f"error: {name}: {details}".rstrip())
         except BrokenPipeError:  # e.g. `| head -1`: the reader is gone, nothing more to do
             return Outcome(EXIT_OK)
         finally:

@@ -12,6 +12,12 @@ handler only moves bytes: it writes the view's cached initial message, then
 whatever its queue yields, until the client goes away (the handler task is
 cancelled, and `finally` detaches it) or the server shuts down (the queue is
 closed and the stream ends with OK).
+
+Every client is hostile until parsed: paths are bounded by DNS limits (and
+logged truncated), a context token's node name only chooses a zone and, for
+`internalTrafficPolicy: Local` services, a node the cache knows, and each
+connection (gRPC peer) may hold at most `max_streams_per_connection` streams;
+more are refused with RESOURCE_EXHAUSTED before any work is done for them.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from discovery.cluster_store import ClusterState, ClusterStore
 from discovery.models import ServiceInfo, ServiceRef
 
 from ._proto import destination_pb2 as pb
-from .authority import InvalidAuthority, parse_context_token, parse_get_target
-from .broadcast import Broadcast, Broadcasts, StreamSnapshot
-from .members import Mode, StreamTarget, mode_of
+from .authority import InvalidAuthority, loggable, parse_context_token, parse_get_target
+from .broadcast import Broadcasts, StreamSnapshot
+from .members import Mode, StreamRequest, mode_of
 from .metrics import DestinationMetrics
 from .stream_queue import StreamClosed, StreamQueue
 
@@ -49,6 +55,7 @@ class GetHandler:
         cluster_domain: str,
         metrics: DestinationMetrics,
         sync_timeout_s: float = 10.0,
+        max_streams_per_connection: int = 10_000,
     ) -> None:
         self._local = local
         self._store = store
@@ -56,43 +63,71 @@ class GetHandler:
         self._cluster_domain = cluster_domain
         self._metrics = metrics
         self._sync_timeout_s = sync_timeout_s
+        self._max_streams_per_connection = max_streams_per_connection
+        self._streams_by_peer: dict[str, int] = {}
         self._stuck_aborts: set[asyncio.Future[None]] = set()
+
+    def streams_of(self, peer: str) -> int:
+        """Streams the connection `peer` holds now, counted from admission to the end."""
+        return self._streams_by_peer.get(peer, 0)
+
+    @property
+    def admitted(self) -> int:
+        """Streams admitted and not yet ended, over every connection."""
+        return sum(self._streams_by_peer.values())
 
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         # This frame lives as long as the stream, ten thousand at a time: it
         # keeps only what writing needs; parsing and checks live in `_open`.
-        opened = await self._open(request, context)
-        broadcast, queue, initial, active, stream_log = opened
-        del opened
+        peer = context.peer()
+        held = self._streams_by_peer.get(peer, 0)
+        if held >= self._max_streams_per_connection:
+            await self._abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many streams on this connection: the limit is "
+                f"{self._max_streams_per_connection}; close some or open another connection",
+                log.bind(peer=peer, path=loggable(request.path)),
+            )
+        self._streams_by_peer[peer] = held + 1
         try:
-            for payload in initial:
-                yield payload
-            del initial
-            while True:
-                try:
-                    payloads = await queue.next()
-                except StreamClosed:
-                    return
-                for payload in payloads:
+            opened = await self._open(request, context, peer)
+            queue, initial, active, stream_log = opened
+            del opened
+            try:
+                for payload in initial:
                     yield payload
+                del initial
+                while True:
+                    try:
+                        payloads = await queue.next()
+                    except StreamClosed:
+                        return
+                    for payload in payloads:
+                        yield payload
+            finally:
+                self._broadcasts.close_stream(queue)
+                active.dec()
+                stream_log.debug("stream_closed")
         finally:
-            self._broadcasts.close_stream(broadcast, queue)
-            active.dec()
-            stream_log.debug("stream_closed")
+            remaining = self._streams_by_peer[peer] - 1
+            if remaining:
+                self._streams_by_peer[peer] = remaining
+            else:
+                del self._streams_by_peer[peer]
 
     async def _open(
-        self, request: pb.GetDestination, context: grpc.aio.ServicerContext
+        self, request: pb.GetDestination, context: grpc.aio.ServicerContext, peer: str
     ) -> tuple[
-        Broadcast,
         StreamQueue[StreamSnapshot],
         tuple[bytes, ...],
         Gauge,
         structlog.typing.FilteringBoundLogger,
     ]:
         """Parse, check and attach a new stream; aborts it with the right status."""
-        stream_log = log.bind(stream=next(_stream_ids), path=request.path, peer=context.peer())
+        stream_log = log.bind(stream=next(_stream_ids), path=loggable(request.path), peer=peer)
         try:
             parsed = parse_get_target(request.path, cluster_domain=self._cluster_domain)
         except InvalidAuthority as err:
@@ -116,19 +151,19 @@ class GetHandler:
         if problem is not None:
             await self._abort(context, problem[0], problem[1], stream_log)
 
-        target = StreamTarget(
+        stream_request = StreamRequest(
             service=service,
             port=parsed.port,
             hostname=parsed.service.hostname,
             node_name=token.node_name,
         )
-        broadcast, queue, initial = self._broadcasts.open_stream(
-            target=target, on_stuck=self._ender(context, stream_log)
+        _, queue, initial = self._broadcasts.open_stream(
+            request=stream_request, on_stuck=self._ender(context, stream_log)
         )
         active = self._metrics.active_streams.labels("Get", mode.value)
         active.inc()
         stream_log.debug("stream_opened", node=token.node_name, mode=mode.value)
-        return broadcast, queue, initial, active, stream_log
+        return queue, initial, active, stream_log
 
     async def _wait_synced(
         self, context: grpc.aio.ServicerContext, stream_log: structlog.typing.FilteringBoundLogger

@@ -27,7 +27,9 @@ Design choices
   ``GRPC_VERBOSITY`` and ``GRPC_TRACE``.
 * **Exceptions are data.** In JSON, ``exc_info`` becomes a structured
   ``exception`` field (frames without their local variables, which may hold
-  credentials), so a traceback is one line, not forty.
+  credentials), so a traceback is one line, not forty. Console tracebacks
+  leave frame locals out too (``rich`` would print them, Authorization
+  headers included).
 * **Call it once, before the first log call.** Loggers cached before
   configuration keep the old settings. Calling again replaces this module's
   handler (tests do); handlers that others added to the root logger are kept.
@@ -35,6 +37,7 @@ Design choices
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import TextIO
@@ -85,7 +88,11 @@ def configure_logging(*, level: str, fmt: str, stream: TextIO | None = None) -> 
             structlog.processors.JSONRenderer(),
         ]
     else:
-        rendering.append(structlog.dev.ConsoleRenderer(colors=_is_terminal(out)))
+        rendering.append(
+            structlog.dev.ConsoleRenderer(
+                colors=_is_terminal(out), exception_formatter=_console_exceptions()
+            )
+        )
 
     handler = _StructuredHandler(out)
     handler.setFormatter(
@@ -111,6 +118,13 @@ def configure_logging(*, level: str, fmt: str, stream: TextIO | None = None) -> 
         context_class=dict,
         cache_logger_on_first_use=True,
     )
+
+
+def _console_exceptions() -> structlog.typing.ExceptionRenderer:
+    """Readable tracebacks without frame locals: rich's when installed, else plain."""
+    if importlib.util.find_spec("rich") is None:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
 
 
 def _level_number(level: str) -> int:

@@ -80,13 +80,36 @@ class MemberPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamTarget:
-    """What a Get asked for, after parsing: the key its streams share."""
+class StreamRequest:
+    """What a Get asked for, after parsing: the service, port, pod hostname and caller's node.
+
+    `node_name` is whatever the caller's context token said (bounded, maybe
+    unknown or made up); `Planner.target` decides what of it matters.
+    """
 
     service: ServiceRef
     port: int
     hostname: str | None
-    node_name: str
+    node_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTarget:
+    """The key streams share a broadcast by: only what changes the bytes they are sent.
+
+    `zone` is the caller's node's zone ("" when the node is unknown or has
+    none): it picks topology-hinted endpoints and labels each endpoint's zone
+    locality. `node_name` is None unless the endpoints are filtered by node
+    (the local member's Service has `internalTrafficPolicy: Local`); then it is
+    the caller's node, or "" for a node not in the cache. So ten thousand
+    streams naming ten thousand made-up nodes share one broadcast and one view.
+    """
+
+    service: ServiceRef
+    port: int
+    hostname: str | None
+    zone: str = ""
+    node_name: str | None = None
 
 
 class LinkedClusters(Protocol):
@@ -105,9 +128,39 @@ class Planner:
         self.store = store
         self.mesh = mesh
 
+    def target(self, request: StreamRequest) -> StreamTarget:
+        """The broadcast key of a stream, from the current Service and nodes.
+
+        Recomputed when the Service changes, so a stream whose key changes
+        (internalTrafficPolicy edited) moves to the broadcast of its new key.
+        """
+        node = self.local.index.nodes.get(request.node_name) if request.node_name else None
+        local_node: str | None = None
+        if self._filtered_by_node(request.service):
+            local_node = node.name if node is not None else ""
+        return StreamTarget(
+            service=request.service,
+            port=request.port,
+            hostname=request.hostname,
+            zone=node.zone if node is not None else "",
+            node_name=local_node,
+        )
+
+    def _filtered_by_node(self, service: ServiceRef) -> bool:
+        """Whether the local member of `service` keeps only endpoints on the caller's node."""
+        info = self.local.index.services.get(service)
+        if info is None:
+            return False
+        mode = mode_of(info)
+        if mode is Mode.FEDERATED and info.federated_local:
+            local_ref = ServiceRef(service.namespace, info.federated_local.strip())
+            info = self.local.index.services.get(local_ref)
+            return info is not None and info.internal_traffic_local
+        return mode is Mode.LOCAL and info.internal_traffic_local
+
     def plan(self, target: StreamTarget) -> list[MemberPlan]:
         info = self.local.index.services.get(target.service)
-        zone = self.local.index.node_zone(target.node_name)
+        zone = target.zone
         mode = Mode.LOCAL if info is None else mode_of(info)
         plans: list[MemberPlan] = []
         if mode is Mode.LOCAL:
@@ -136,7 +189,12 @@ class Planner:
             member=Member(
                 cluster=self.local.name,
                 service=service,
-                view=ViewKey(hostname=target.hostname, node_name=target.node_name, filtering=True),
+                view=ViewKey(
+                    hostname=target.hostname,
+                    node_name=target.node_name,
+                    filtering=True,
+                    zone=target.zone,
+                ),
             ),
             cache=self.local,
             context=EncodeContext(
@@ -158,7 +216,7 @@ class Planner:
             member=Member(
                 cluster=cluster,
                 service=ServiceRef(target.service.namespace, service),
-                view=ViewKey(hostname=target.hostname, node_name="", filtering=False),
+                view=ViewKey(hostname=target.hostname, node_name=None, filtering=False),
             ),
             cache=remote.cache,
             context=EncodeContext(

@@ -29,6 +29,13 @@ class DestinationMetrics:
             "Times a stream's queue filled up and was coalesced into one catch-up diff.",
             registry=registry,
         )
+        self.fanout_errors = Counter(
+            "destination_fanout_errors_total",
+            "Failures while encoding an update (stage=encode) or re-planning a target "
+            "(stage=replan); the streams concerned catch up from their own snapshots.",
+            ["stage"],
+            registry=registry,
+        )
         self.stuck_streams = Counter(
             "destination_stuck_streams_ended_total",
             "Streams ended because their client did not read past the deadline.",

@@ -112,9 +112,30 @@ class StreamQueue(Generic[S]):
         self._wake()
 
     def close(self) -> None:
-        """End the stream after what is already queued has been written."""
+        """End the stream after what is already queued has been written.
+
+        Also what a finished stream's owner calls: the stuck-stream timer must
+        not outlive the stream it watches.
+        """
         self._closed = True
         self._cancel_stuck_timer()
+        self._wake()
+
+    def resync(
+        self, latest: S, catch_up: Callable[[S, S], tuple[bytes, ...]] | None = None
+    ) -> None:
+        """Drop what is queued; the writer next sends one diff to `latest`.
+
+        For a stream whose source changed under it: moved to another
+        broadcast (then `catch_up` is the new source's), or a source that
+        could not encode an update. Not the client's fault, so no stuck timer.
+        """
+        if self._closed:
+            return
+        if catch_up is not None:
+            self._catch_up = catch_up
+        self._items.clear()
+        self._latest = latest
         self._wake()
 
     async def next(self) -> tuple[bytes, ...]:

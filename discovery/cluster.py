@@ -53,6 +53,8 @@ class ClusterCache:
             self.index, default_opaque_ports=default_opaque_ports, enable_ipv6=enable_ipv6
         )
         self._metrics = metrics
+        # endpoint_views, read at scrape time: always current, nothing to update.
+        metrics.topics.labels(name).set_function(self.topics.views)
         self._synced = asyncio.Event()
         self._pending: set[ServiceRef] = set()
         self._pending_objects: set[ServiceRef] = set()  # Service objects themselves changed

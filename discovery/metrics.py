@@ -55,6 +55,13 @@ class DiscoveryMetrics:
             ["cluster", "kind"],
             registry=registry,
         )
+        self.invalid_parts = Counter(
+            "invalid_object_parts_total",
+            "Parts of objects (addresses, ports, labels) that could not be read and were "
+            "skipped; the rest of the object was kept.",
+            ["cluster", "kind"],
+            registry=registry,
+        )
         self.cache_size = Gauge(
             "cache_objects",
             "Objects held in the slim cache.",

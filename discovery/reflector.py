@@ -284,9 +284,14 @@ class Reflector:
         return str(version) if version else None
 
     def _project(self, raw: dict[str, Any]) -> Record | None:
-        record = project(self.kind, raw)
+        record = project(self.kind, raw, on_warning=lambda reason: self._skipped(raw, reason))
         if isinstance(record, Invalid):
             self._metrics.invalid_objects.labels(self.cluster, self.kind.value).inc()
             self._log.warning("invalid_object", ref=record.ref, reason=record.reason)
             return None
         return record
+
+    def _skipped(self, raw: dict[str, Any], reason: str) -> None:
+        """Part of an object was unreadable and skipped (project.py); the rest is kept."""
+        self._metrics.invalid_parts.labels(self.cluster, self.kind.value).inc()
+        self._log.warning("invalid_object_part", ref=str(object_key(raw))[:300], reason=reason)

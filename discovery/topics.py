@@ -3,11 +3,15 @@
 A *topic* exists only for a (service, port) that has subscribers. When an
 event touches a service, `Topics.refresh` rebuilds the full address set of each
 of its subscribed ports from the index, then every *view* of that port (a
-distinct filter: pod hostname, subscriber node, filtering on or off) filters
-the set, diffs it against its own immutable snapshot and, when anything
-changed, hands the diff and the new snapshot to its sinks. However many
+distinct filter, `ViewKey`: pod hostname, subscriber zone, subscriber node
+only for `internalTrafficPolicy: Local`, filtering on or off) filters the set,
+diffs it against its own immutable snapshot and, when anything changed, hands
+the diff and the new snapshot to its sinks. However many
 streams share a view, filtering and diffing happen once; sinks (the gRPC
 layer's broadcasts) encode once more and fan out.
+
+A sink that raises is logged and skipped: every other sink and view still
+hears of the change (the gRPC layer resynchronises its own streams).
 
 Invariant: from `refresh` to the last `on_change` there is no `await`. On one
 event loop that makes each event atomic with respect to every stream, keeps
@@ -27,6 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
+import structlog
+
 from .index import ClusterIndex
 from .models import (
     Address,
@@ -39,16 +45,26 @@ from .models import (
 )
 from .ports import PortSet
 
+log = structlog.get_logger("discovery.topics")
+
 _EMPTY: Mapping[AddressKey, Address] = MappingProxyType({})
 _versions = itertools.count(1)
 
 
 class ViewKey(NamedTuple):
-    """What distinguishes the subscribers of one (service, port) from each other."""
+    """What distinguishes the subscribers of one (service, port) from each other.
+
+    Only what changes the filtered set: the pod hostname asked for; the
+    caller's node, set only by a subscriber that filters by node (the
+    Service has `internalTrafficPolicy: Local`; None otherwise, so callers on
+    different nodes share the view); the caller's zone, for topology hints;
+    and whether filtering applies at all (local discovery only).
+    """
 
     hostname: str | None = None
-    node_name: str = ""
+    node_name: str | None = None
     filtering: bool = True  # endpoint filtering: True for local discovery
+    zone: str = ""  # the caller's zone; "" when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +105,7 @@ class ViewSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ViewContext:
-    """Per-view facts read once when the view is created."""
+    """Per-view facts, fixed when the view is created."""
 
     key: ViewKey
     zone: str  # zone of the subscriber's node; "" when unknown
@@ -225,7 +241,11 @@ def filter_addresses(
     if key.hostname is not None:
         selected = [a for a in selected if a.hostname == key.hostname]
     if key.filtering:
-        if service is not None and service.internal_traffic_local:
+        # Node filtering needs both: the Service says Local and the subscriber
+        # planned for it (its key names a node). While a policy edit is being
+        # re-planned, the old views keep their filter, so no stream sees a
+        # transient Remove of everything.
+        if service is not None and service.internal_traffic_local and key.node_name is not None:
             selected = [
                 a for a in selected if a.pod is not None and a.pod.node_name == key.node_name
             ]
@@ -318,7 +338,7 @@ class Topics:
             self._rebuild(service, topic)
         view = topic.views.get(key)
         if view is None:
-            context = ViewContext(key=key, zone=self._index.node_zone(key.node_name))
+            context = ViewContext(key=key, zone=key.zone)
             view = topic.views[key] = View(context=context)
             self._refresh_view(service, topic, view)
         token = next(self._tokens)
@@ -347,7 +367,12 @@ class Topics:
             if not ports:
                 continue
             for topic in list(ports.values()):
-                self._rebuild(service, topic)
+                try:
+                    self._rebuild(service, topic)
+                except Exception:
+                    # One service's bad state must not stop the others' updates.
+                    log.exception("topic_rebuild_failed", service=str(service), port=topic.port)
+                    continue
                 for view in list(topic.views.values()):
                     changed += self._refresh_view(service, topic, view)
         return changed
@@ -383,5 +408,11 @@ class Topics:
         if not diff:
             return False
         for sink in list(view.sinks.values()):
-            sink.on_change(diff, new)
+            try:
+                sink.on_change(diff, new)
+            except Exception:
+                # Isolated: every other sink of this view, and every other view,
+                # still hears of the change. The failing sink resynchronises
+                # its streams itself (see destination/broadcast.py).
+                log.exception("view_sink_failed", service=str(service), port=topic.port)
         return True

@@ -121,7 +121,7 @@ async def start_world(*, capacity: int, stuck_deadline_s: float) -> AsyncIterato
         queue_capacity=capacity,
         stuck_deadline_s=stuck_deadline_s,
         metrics=metrics,
-        planner=Planner(local=cache, store=None, mesh=mesh).plan,
+        planner=Planner(local=cache, store=None, mesh=mesh),
     )
     cache.add_service_listener(broadcasts.services_changed)
     get = GetHandler(

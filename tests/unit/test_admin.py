@@ -182,3 +182,27 @@ async def test_a_busy_port_fails_start_and_leaves_nothing_running(
 
     with pytest.raises(RuntimeError, match="not started"):
         _ = second.port
+
+
+async def test_clusters_redact_credentials_in_urls(registry: CollectorRegistry) -> None:
+    """Hardening #16: /clusters showed remote URLs with their userinfo."""
+    statuses = [
+        {
+            "name": "west",
+            "server": "https://admin:hunter2@10.0.2.1:6443",
+            "error": "GET https://token@10.0.2.1:6443/api failed; mail ops@example.com",
+            "objects": {"Pod": 3},
+        }
+    ]
+    admin = AdminServer(registry=registry, ready=lambda: True, clusters=lambda: statuses)
+    async with (
+        admin.running(HOST, 0),
+        aiohttp.ClientSession() as http,
+        http.get(f"http://{HOST}:{admin.port}/clusters") as response,
+    ):
+        body = await response.json()
+    (west,) = body["clusters"]
+    assert west["server"] == "https://REDACTED@10.0.2.1:6443"
+    assert west["error"] == "GET https://REDACTED@10.0.2.1:6443/api failed; mail ops@example.com"
+    assert west["objects"] == {"Pod": 3}
+    assert "hunter2" not in str(body) and "token@" not in str(body)

@@ -13,6 +13,8 @@ stuck-stream callback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -21,9 +23,9 @@ from prometheus_client import CollectorRegistry
 import destination.broadcast as broadcast_module
 from destination import encode
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcast, Broadcasts, StreamSnapshot
+from destination.broadcast import Broadcast, Broadcasts, MemberState, StreamSnapshot
 from destination.encode import MeshSettings
-from destination.members import Planner, StreamTarget
+from destination.members import Planner, StreamRequest
 from destination.metrics import DestinationMetrics
 from destination.stream_queue import StreamClosed, StreamQueue
 from discovery.cluster import ClusterCache
@@ -61,7 +63,7 @@ class Env:
             queue_capacity=capacity,
             stuck_deadline_s=DEADLINE_S,
             metrics=self.metrics,
-            planner=self.planner.plan,
+            planner=self.planner,
         )
         self.stuck: list[str] = []
 
@@ -79,10 +81,12 @@ class Env:
     def open(
         self, port: int = 80, view: ViewKey = EVERYONE, name: str = "stream"
     ) -> tuple[Broadcast, StreamQueue[StreamSnapshot], tuple[bytes, ...]]:
-        target = StreamTarget(
-            service=WEB, port=port, hostname=view.hostname, node_name=view.node_name
+        request = StreamRequest(
+            service=WEB, port=port, hostname=view.hostname, node_name=view.node_name or ""
         )
-        return self.broadcasts.open_stream(target=target, on_stuck=lambda: self.stuck.append(name))
+        return self.broadcasts.open_stream(
+            request=request, on_stuck=lambda: self.stuck.append(name)
+        )
 
     def sample(self, name: str) -> float:
         value = self.registry.get_sample_value(name)
@@ -224,7 +228,6 @@ async def test_streams_of_one_view_share_a_broadcast_and_build_its_context_once(
     [
         pytest.param(81, EVERYONE, id="other-port"),
         pytest.param(80, ViewKey(hostname="web-1"), id="other-hostname"),
-        pytest.param(80, ViewKey(node_name="node-b"), id="other-node"),
     ],
 )
 async def test_other_views_get_their_own_broadcast(port: int, view: ViewKey) -> None:
@@ -238,16 +241,16 @@ async def test_other_views_get_their_own_broadcast(port: int, view: ViewKey) -> 
 
 async def test_the_last_stream_closing_unsubscribes_from_topics() -> None:
     env = populated()
-    broadcast, first, _ = env.open()
+    _, first, _ = env.open()
     _, second, _ = env.open()
-    env.broadcasts.close_stream(broadcast, first)
+    env.broadcasts.close_stream(first)
     assert env.cache.topics.views() == 1
     assert len(env.broadcasts) == 1
-    env.broadcasts.close_stream(broadcast, second)
+    env.broadcasts.close_stream(second)
     assert env.cache.topics.views() == 0
     assert env.cache.topics.subscribed_services() == 0
     assert len(env.broadcasts) == 0
-    env.broadcasts.close_stream(broadcast, second)  # twice is harmless
+    env.broadcasts.close_stream(second)  # twice is harmless
     env.apply(web_slice(1))
     assert len(first) == len(second) == 0
 
@@ -255,7 +258,7 @@ async def test_the_last_stream_closing_unsubscribes_from_topics() -> None:
 async def test_a_stream_opened_after_the_last_closed_starts_from_the_current_state() -> None:
     env = populated()
     old, queue, _ = env.open()
-    env.broadcasts.close_stream(old, queue)
+    env.broadcasts.close_stream(queue)
     env.apply(web_slice(3))
     new, _, initial = env.open()
     assert new is not old
@@ -264,10 +267,10 @@ async def test_a_stream_opened_after_the_last_closed_starts_from_the_current_sta
 
 async def test_closing_a_stale_broadcast_does_not_drop_its_replacement() -> None:
     env = populated()
-    old, old_queue, _ = env.open()
-    env.broadcasts.close_stream(old, old_queue)
+    _, old_queue, _ = env.open()
+    env.broadcasts.close_stream(old_queue)
     new, new_queue, _ = env.open()
-    env.broadcasts.close_stream(old, old_queue)
+    env.broadcasts.close_stream(old_queue)
     assert len(env.broadcasts) == 1
     env.apply(web_slice(1))
     assert len(new_queue) == 1
@@ -356,3 +359,130 @@ async def test_close_all_lets_every_stream_drain_then_end() -> None:
     for queue in (first, second):
         with pytest.raises(StreamClosed):
             await take(queue)
+
+
+# --------------------------------------------------------------------------
+# hardening: failures stay where they happen, timers and queues are released
+
+
+async def test_a_stream_whose_initial_payload_cannot_be_encoded_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hardening #2: the queue was attached before the initial payload was encoded."""
+    env = populated()
+
+    def broken(*args: object) -> tuple[bytes, ...]:
+        raise ValueError("cannot encode")
+
+    monkeypatch.setattr(broadcast_module, "encode_initial", broken)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="cannot encode"):
+            env.open()
+    assert len(env.broadcasts) == 0
+    assert env.broadcasts.streams == 0
+    assert env.cache.topics.views() == 0
+
+
+async def test_a_failing_view_sink_does_not_stop_the_other_sinks() -> None:
+    """Hardening #2: one sink raising in the fan-out dropped the rest of the batch."""
+    env = populated()
+    _, queue, _ = env.open()
+
+    class Exploding:
+        def on_change(self, *args: object) -> None:
+            raise RuntimeError("sink failed")
+
+    # A second view of the same port, subscribed before the stream's view is fed.
+    env.cache.topics.subscribe(service=WEB, port=80, key=ViewKey(hostname="x"), sink=Exploding())
+    env.cache.topics.subscribe(service=WEB, port=80, key=EVERYONE, sink=Exploding())
+    env.apply(web_slice(1, 2, 3))
+    assert decode(await take(queue)) == [("add", ["10.0.0.3:8080"])]
+
+
+async def test_an_update_that_cannot_be_encoded_resyncs_the_streams_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = populated()
+    broadcast, queue, _ = env.open()
+    real = broadcast_module.encode_diff
+    monkeypatch.setattr(broadcast_module, "encode_diff", lambda *a: 1 / 0)
+    env.apply(web_slice(1, 2, 3))
+    assert env.sample('destination_fanout_errors_total{stage="encode"}') == 0  # no labels yet
+    assert (
+        env.registry.get_sample_value("destination_fanout_errors_total", {"stage": "encode"}) == 1
+    )
+    monkeypatch.setattr(broadcast_module, "encode_diff", real)
+    # The stream catches up from what it last delivered to the broadcast's state.
+    assert queue.lagging
+    assert decode(await take(queue)) == [("add", ["10.0.0.3:8080"])]
+    env.apply(web_slice(1, 3))
+    assert decode(await take(queue)) == [("remove", ["10.0.0.2:8080"])]
+    assert len(broadcast.queues) == 1
+
+
+async def test_one_failing_broadcast_does_not_stop_the_others_replanning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hardening #13: in clusters_changed one failing broadcast stopped the rest."""
+    env = populated()
+    first, _, _ = env.open(view=ViewKey(hostname="web-1"))
+    second, _, _ = env.open()
+    calls: list[Broadcast] = []
+    original = Broadcast.reconcile
+
+    def reconcile(self: Broadcast) -> None:
+        calls.append(self)
+        if self is first:
+            raise RuntimeError("plan failed")
+        original(self)
+
+    monkeypatch.setattr(Broadcast, "reconcile", reconcile)
+    env.broadcasts.clusters_changed()
+    assert set(calls) == {first, second}
+    assert (
+        env.registry.get_sample_value("destination_fanout_errors_total", {"stage": "replan"}) == 1
+    )
+
+
+async def test_a_closed_stream_has_no_stuck_timer_left() -> None:
+    """Hardening #12: a lagging client that disconnected was reported stuck later."""
+    env = populated(capacity=1)
+    _, slow, _ = env.open(name="slow")
+    for numbers in [(1, 2, 3), (1, 2, 3, 4)]:
+        env.apply(web_slice(*numbers))
+    assert slow.lagging  # overflowed: the stuck timer is running
+    env.broadcasts.close_stream(slow)
+    await asyncio.sleep(DEADLINE_S * 3)
+    assert env.stuck == []
+    assert env.broadcasts.streams == 0 and len(env.broadcasts) == 0
+
+
+async def test_a_stream_opened_after_close_all_gets_the_state_and_ends() -> None:
+    """Hardening #14: it waited until the grace deadline and ended by cancellation."""
+    env = populated()
+    env.broadcasts.close_all()
+    _, queue, initial = env.open()
+    assert decode(initial) == [("add", ["10.0.0.1:8080", "10.0.0.2:8080"])]
+    with pytest.raises(StreamClosed):
+        await take(queue)
+
+
+async def test_an_address_moving_between_members_is_never_removed_after_its_add() -> None:
+    """A transition computes Removes across members: present before, absent after."""
+    env = populated()
+    broadcast = env.open()[0]
+    ((member, state),) = broadcast.snapshot.members.items()
+    moved_member = dataclasses.replace(member, view=ViewKey(hostname=None, node_name="node-a"))
+    env.apply(web_slice(2, 3))
+    fresh = env.open()[0].snapshot.members[member].snapshot  # 10.0.0.2 and 10.0.0.3
+    moved = MemberState(fresh, state.context, state.cache)
+    old = StreamSnapshot(members=MappingProxyType({member: state}))  # 10.0.0.1 and 10.0.0.2
+    new = StreamSnapshot(members=MappingProxyType({moved_member: moved}))
+    # 10.0.0.2 moved to another member unchanged: neither re-added nor removed.
+    assert decode(broadcast_module.encode_transition(old, new)) == [
+        ("add", ["10.0.0.3:8080"]),
+        ("remove", ["10.0.0.1:8080"]),
+    ]
+    both = StreamSnapshot(members=MappingProxyType({member: state, moved_member: moved}))
+    # The member left; what it held that the other member also holds stays.
+    assert decode(broadcast_module.encode_transition(both, new)) == [("remove", ["10.0.0.1:8080"])]

@@ -58,3 +58,26 @@ def test_rows_show_state_age_objects_and_errors() -> None:
     assert {line.index(word) for line, word in ((header, "STATE"), (west, "synced"))} == {
         north.index("failing")
     }
+
+
+def test_escape_sequences_from_the_server_are_shown_not_executed() -> None:
+    """Hardening #16: errors quote remote responses; they reached the terminal raw."""
+    text = table(
+        [
+            {
+                "name": "west\x1b]0;pwned\x07",
+                "state": "failing",
+                "since": NOW,
+                "server": "https://10.0.2.1:6443",
+                "trust_domain": "west\u202eexample",
+                "objects": {},
+                "last_synced": None,
+                "error": "HTTP 500: \x1b[2J\x1b[31mfake\r\nsecond line",
+                "rotation": None,
+            }
+        ],
+        now=NOW,
+    )
+    assert not any(ch in text for ch in "\x1b\x07\r\u202e")
+    assert len(text.splitlines()) == 2  # header and one row: no injected line breaks
+    assert "\\x1b[2J" in text and "\\u202e" in text

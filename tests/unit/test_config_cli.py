@@ -47,7 +47,7 @@ def test_no_flags_and_no_environment_give_the_documented_defaults() -> None:
 
     assert config == ServerConfig()
     assert config.listen_address == "0.0.0.0:8086"
-    assert config.admin_address == "0.0.0.0:9996"
+    assert config.admin_address == "127.0.0.1:9996"
     assert config.kubeconfig is None
     assert config.cluster_name == "local"
     assert config.controller_namespace == "linkerd"
@@ -123,6 +123,7 @@ NON_DEFAULTS: dict[str, tuple[str, object]] = {
     "outbound_transport_mode": ("transparent", OutboundTransportMode.TRANSPARENT),
     "enable_ipv6": ("false", False),
     "stream_queue_capacity": ("7", 7),
+    "max_streams_per_connection": ("3", 3),
     "stream_stuck_deadline_s": ("2.5", 2.5),
     "meshed_http2_client_params": (
         '{"keep_alive": {"interval": {"seconds": 10}}}',
@@ -726,6 +727,26 @@ def test_json_exceptions_are_one_line_without_local_variables() -> None:
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_console_exceptions_show_no_local_variables() -> None:
+    """Hardening #16: rich's console tracebacks printed frame locals (headers, tokens)."""
+    out = io.StringIO()
+    configure_logging(level="info", fmt="console", stream=out)
+
+    def request_remote(authorization: str) -> None:
+        raise RuntimeError("remote refused")
+
+    secret = "-".join(("secret", "token", "123"))  # not in the source lines shown
+    try:
+        request_remote(f"Bearer {secret}")
+    except RuntimeError:
+        structlog.get_logger("destination.test_logs").exception("remote_failed")
+
+    text = out.getvalue()
+    assert "remote_failed" in text and "RuntimeError" in text and "request_remote" in text
+    assert secret not in text
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_console_format_writes_readable_lines() -> None:
     out = io.StringIO()
     configure_logging(level="info", fmt="console", stream=out)
@@ -754,3 +775,24 @@ def test_configure_logging_rejects_unknown_levels_and_formats(
         configure_logging(level=level, fmt=fmt)
 
     assert logging.getLogger().handlers == root_handlers
+
+
+def test_the_deployment_binds_the_admin_server_where_probes_and_prometheus_reach_it() -> None:
+    """The default admin address is loopback; the Deployment must override it."""
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).parents[2] / "deploy" / "destination.yaml"
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    (deployment,) = [d for d in documents if d.get("kind") == "Deployment"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    config = ServerConfig(admin_address=env["DESTINATION_ADMIN_ADDRESS"])
+    assert config.admin.host == "0.0.0.0"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["admin"] == config.admin.port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "admin"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(config.admin.port)

@@ -667,3 +667,18 @@ async def test_watch_gives_up_on_an_unreachable_server() -> None:
     assert outcome.message == (
         f"error: cannot reach the destination server at {options.server} within 0.3s"
     )
+
+
+def test_escape_sequences_in_labels_and_identities_are_shown_not_executed() -> None:
+    """Hardening #16: labels come from (remote) pods; they reached the terminal raw."""
+    labels = pod_labels("web-\x1b[2J", zone="east\u202ea")
+    identity = pb.TlsIdentity(
+        dns_like_identity=pb.TlsIdentity.DnsLikeIdentity(name="evil\x1b]0;title\x07")
+    )
+    table = applied(
+        add(addr("10.11.0.5", labels=labels, tls_identity=identity), labels={"svc": "a\nb"})
+    )
+    text = table.render()
+    assert not any(ch in text for ch in "\x1b\x07\u202e")
+    assert len(text.splitlines()) == 3  # header, column titles, one row
+    assert "web-\\x1b[2J" in text

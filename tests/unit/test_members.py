@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from destination._proto import destination_pb2 as pb
 from destination.broadcast import Broadcast, Broadcasts, StreamSnapshot
 from destination.encode import MeshSettings
-from destination.members import Mode, Planner, StreamTarget, mode_of, parse_remote_members
+from destination.members import Mode, Planner, StreamRequest, mode_of, parse_remote_members
 from destination.metrics import DestinationMetrics
 from destination.stream_queue import StreamQueue
 from discovery.cluster import ClusterCache
@@ -88,7 +88,7 @@ class World:
             queue_capacity=capacity,
             stuck_deadline_s=60.0,
             metrics=DestinationMetrics(CollectorRegistry()),
-            planner=Planner(local=self.local, store=self.links, mesh=MESH).plan,
+            planner=Planner(local=self.local, store=self.links, mesh=MESH),
         )
 
     def apply(self, cache: ClusterCache, *raws: dict[str, Any]) -> None:
@@ -122,10 +122,8 @@ class World:
     def open(
         self, service: str
     ) -> tuple[Broadcast, StreamQueue[StreamSnapshot], tuple[bytes, ...]]:
-        target = StreamTarget(
-            service=ServiceRef(b.NS, service), port=80, hostname=None, node_name=""
-        )
-        return self.broadcasts.open_stream(target=target, on_stuck=lambda: None)
+        request = StreamRequest(service=ServiceRef(b.NS, service), port=80, hostname=None)
+        return self.broadcasts.open_stream(request=request, on_stuck=lambda: None)
 
     def clusters_changed(self) -> None:
         self.broadcasts.clusters_changed()
@@ -366,7 +364,7 @@ async def test_a_lagging_stream_catches_up_across_a_membership_change() -> None:
         queue_capacity=1,
         stuck_deadline_s=60.0,
         metrics=DestinationMetrics(CollectorRegistry()),
-        planner=Planner(local=world.local, store=world.links, mesh=MESH).plan,
+        planner=Planner(local=world.local, store=world.links, mesh=MESH),
     )
     broadcast, queue, _ = world.open(FEDERATED)
     opened = broadcast.snapshot

@@ -776,20 +776,12 @@ MALFORMED = [
         for kind in Kind
         for name, raw in _NOT_OBJECTS
     ),
-    pytest.param(Kind.SERVICE, _with(b.service(), "spec.ports", [{"name": "http"}]), id="svc-port"),
-    pytest.param(
-        Kind.SERVICE, _with(b.service(), "spec.ports", [{"port": "http"}]), id="svc-port-nan"
-    ),
     pytest.param(Kind.SERVICE, _with(b.service(), "spec.ports", ["80"]), id="svc-port-str"),
     pytest.param(Kind.SERVICE, _with(b.service(), "spec", "x"), id="svc-spec-str"),
-    pytest.param(Kind.ENDPOINT_SLICE, _with(_SLICE, "ports", [{"port": "x"}]), id="slice-port-nan"),
     pytest.param(Kind.ENDPOINT_SLICE, _with(_SLICE, "ports", 7), id="slice-ports-int"),
     pytest.param(Kind.ENDPOINT_SLICE, _with(_SLICE, "endpoints", ["x"]), id="slice-endpoint-str"),
     pytest.param(
         Kind.ENDPOINT_SLICE, _with(_SLICE, "endpoints.0.conditions", "x"), id="slice-conditions"
-    ),
-    pytest.param(
-        Kind.ENDPOINT_SLICE, _with(_SLICE, "endpoints.0.hints.forZones", [{}]), id="slice-hint"
     ),
     pytest.param(
         Kind.ENDPOINT_SLICE,
@@ -797,18 +789,9 @@ MALFORMED = [
         id="slice-owner-str",
     ),
     pytest.param(Kind.POD, _with(_POD, "spec.containers", ["x"]), id="pod-container-str"),
-    pytest.param(
-        Kind.POD,
-        _with(_POD, "spec.containers.0.ports", [{"containerPort": "http"}]),
-        id="pod-container-port-nan",
-    ),
     pytest.param(Kind.POD, _with(_POD, "status.podIPs", ["10.0.0.1"]), id="pod-ips-str"),
     pytest.param(Kind.POD, _with(_POD, "spec.containers.1.env", [5]), id="pod-env-int"),
-    pytest.param(Kind.POD, _with(_POD, "metadata.ownerReferences", [5]), id="pod-owner-int"),
     pytest.param(Kind.POD, _with(_POD, "spec", "x"), id="pod-spec-str"),
-    pytest.param(
-        Kind.REPLICA_SET, _with(b.replica_set(), "metadata.ownerReferences", [1]), id="rs"
-    ),
 ]
 
 
@@ -821,10 +804,150 @@ def test_a_malformed_object_projects_to_invalid_and_never_raises(kind: Kind, raw
 
 
 def test_an_invalid_carries_the_object_key_when_it_can_be_read() -> None:
-    result = project(Kind.SERVICE, _with(b.service("api", "shop"), "spec.ports", [{}]))
+    result = project(Kind.SERVICE, _with(b.service("api", "shop"), "spec.ports", ["x"]))
     assert isinstance(result, Invalid)
     assert result.ref == "shop/api"
-    assert result.reason.startswith("malformed Service: KeyError")
+    assert result.reason.startswith("malformed Service: TypeError")
+
+
+# A part Kubernetes would never accept is skipped and reported; the rest of the
+# object is kept, so one odd endpoint or port never hides its neighbours.
+SKIPPED_PARTS = [
+    pytest.param(Kind.SERVICE, "spec.ports", [{"name": "http"}], "service ports", id="svc-port"),
+    pytest.param(Kind.SERVICE, "spec.ports", [{"port": "http"}], "service ports", id="svc-nan"),
+    pytest.param(Kind.SERVICE, "spec.ports", [{"port": 0}], "service ports", id="svc-port-0"),
+    pytest.param(Kind.SERVICE, "spec.ports", [{"port": 65536}], "service ports", id="svc-big"),
+    pytest.param(Kind.SERVICE, "spec.ports", [{"port": True}], "service ports", id="svc-bool"),
+    pytest.param(Kind.SERVICE, "spec.ports", [{"port": 80.5}], "service ports", id="svc-float"),
+    pytest.param(Kind.ENDPOINT_SLICE, "ports", [{"port": "x"}], "slice ports", id="slice-nan"),
+    pytest.param(Kind.ENDPOINT_SLICE, "ports", [{"port": -1}], "slice ports", id="slice-neg"),
+    pytest.param(
+        Kind.POD,
+        "spec.containers.0.ports",
+        [{"containerPort": "http"}],
+        "container ports",
+        id="pod-container-port-nan",
+    ),
+    pytest.param(
+        Kind.POD,
+        "spec.containers.0.ports",
+        [{"containerPort": 80, "hostPort": 70000}],
+        "container ports",
+        id="pod-host-port-big",
+    ),
+    pytest.param(Kind.POD, "metadata.labels", {"app": "x" * 64}, "label values", id="pod-label"),
+]
+
+
+@pytest.mark.parametrize(("kind", "path", "value", "what"), SKIPPED_PARTS)
+def test_a_bad_part_is_skipped_and_reported_and_the_rest_is_kept(
+    kind: Kind, path: str, value: Any, what: str
+) -> None:
+    raw = {Kind.SERVICE: b.service(), Kind.ENDPOINT_SLICE: _SLICE, Kind.POD: _POD}[kind]
+    warnings: list[str] = []
+    result = project(kind, _with(raw, path, value), on_warning=warnings.append)
+    assert not isinstance(result, Invalid), result
+    assert result.ref.name  # type: ignore[union-attr]
+    assert len(warnings) == 1 and what in warnings[0], warnings
+
+
+def test_owner_references_that_are_not_objects_mean_no_single_owner() -> None:
+    pod = project(Kind.POD, _with(_POD, "metadata.ownerReferences", [5]))
+    replica_set = project(Kind.REPLICA_SET, _with(b.replica_set(), "metadata.ownerReferences", [1]))
+    assert isinstance(pod, PodInfo) and pod.owner is None
+    assert isinstance(replica_set, WorkloadOwner) and replica_set.owner is None
+
+
+def test_zone_hints_without_names_are_no_hints() -> None:
+    info = _slice(_with(_SLICE, "endpoints.0.hints.forZones", [{}]))
+    assert info.endpoints[0].zone_hints is None
+
+
+# --------------------------------------------------------------------------
+# Addresses: canonical IPs of the slice's family, or skipped (hardening #2)
+
+
+@pytest.mark.parametrize(
+    ("address_type", "address", "kept"),
+    [
+        pytest.param("IPv4", "10.0.0.2", "10.0.0.2", id="v4"),
+        pytest.param("IPv4", "10.0.0.02", None, id="v4-leading-zero"),
+        pytest.param("IPv4", "010.0.0.2", None, id="v4-leading-zero-first"),
+        pytest.param("IPv4", "10.0.0", None, id="v4-three-octets"),
+        pytest.param("IPv4", "10.0.0.256", None, id="v4-octet-too-big"),
+        pytest.param("IPv4", " 10.0.0.2", None, id="v4-space"),
+        pytest.param("IPv4", "fd00::1", None, id="v6-in-v4-slice"),
+        pytest.param("IPv6", "10.0.0.2", None, id="v4-in-v6-slice"),
+        pytest.param("IPv6", "FD00:0:0::1", "fd00::1", id="v6-canonical-form"),
+        pytest.param("IPv6", "fe80::1%eth0", None, id="v6-zone"),
+        pytest.param("IPv6", "fd00::1", "fd00::1", id="v6"),
+        pytest.param("IPv4", "web.example.com", None, id="name"),
+        pytest.param("IPv4", 167772162, None, id="number"),
+        pytest.param("IPv4", ["10.0.0.2"], None, id="list"),
+        pytest.param("IPv4", "", None, id="empty"),
+    ],
+)
+def test_endpoint_addresses_are_canonical_ips_of_the_slice_family(
+    address_type: str, address: Any, kept: str | None
+) -> None:
+    raw = b.endpoint_slice(
+        address_type=address_type,
+        endpoints=[
+            {"addresses": [address]},
+            {"addresses": ["fd00::9" if "6" in address_type else "10.0.0.9"]},
+        ],
+    )
+    warnings: list[str] = []
+    info = project_slice(raw, on_warning=warnings.append)
+    assert isinstance(info, SliceInfo), info
+    assert info.endpoints[0].addresses == (() if kept is None else (kept,))
+    assert len(info.endpoints[1].addresses) == 1  # the neighbour is kept
+    assert bool(warnings) is (kept is None)
+    if kept is None:
+        assert "invalid IP addresses" in warnings[0]
+
+
+def test_pod_ips_are_validated_and_canonical() -> None:
+    raw = _with(_POD, "status.podIPs", [{"ip": "10.0.0.01"}, {"ip": "FD00::0:1"}, {"ip": "x"}])
+    warnings: list[str] = []
+    pod = _pod(raw, warnings)
+    assert pod.ips == ("fd00::1",)
+    assert warnings == ["skipped 2 invalid IP addresses: '10.0.0.01', 'x'"]
+
+
+def test_service_cluster_ips_are_validated() -> None:
+    raw = _with(b.service(), "spec.clusterIPs", ["10.96.0.010", "10.96.0.10"])
+    assert _service(raw).cluster_ips == ("10.96.0.10",)
+
+
+def test_an_unknown_address_type_keeps_the_slice_without_endpoints() -> None:
+    warnings: list[str] = []
+    info = project_slice(_with(_SLICE, "addressType", "IPv5"), on_warning=warnings.append)
+    assert isinstance(info, SliceInfo)
+    assert info.endpoints == ()
+    assert warnings and "unknown addressType" in warnings[0]
+
+
+def test_a_warning_names_at_most_three_examples_and_is_bounded() -> None:
+    raw = b.endpoint_slice(
+        endpoints=[{"addresses": [f"10.0.0.0{i}" + "x" * 5000]} for i in range(9)]
+    )
+    warnings: list[str] = []
+    project_slice(raw, on_warning=warnings.append)
+    assert len(warnings) == 1
+    assert "skipped 9 invalid IP addresses" in warnings[0] and "and 6 more" in warnings[0]
+    assert len(warnings[0]) < 400
+
+
+def test_hostile_strings_are_bounded_or_dropped() -> None:
+    huge = "n" * 100_000
+    raw = _with(_SLICE, "endpoints.0.nodeName", huge)
+    raw = _with(raw, "endpoints.0.hostname", huge)
+    raw = _with(raw, "endpoints.0.zone", 7)
+    endpoint = _slice(raw).endpoints[0]
+    assert (endpoint.node_name, endpoint.hostname, endpoint.zone) == (None, None, None)
+    invalid = project(Kind.SERVICE, _with(b.service(), "metadata.name", huge))
+    assert isinstance(invalid, Invalid) and len(invalid.reason) < 500 and len(invalid.ref) < 500
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,7 @@ async def test_a_real_broadcast_catch_up_is_the_diff_from_delivered_to_latest() 
     )
     planner = Planner(local=cache, store=None, mesh=mesh)
     broadcast = Broadcast(
-        target=StreamTarget(service=service, port=80, hostname=None, node_name=""),
+        target=StreamTarget(service=service, port=80, hostname=None),
         planner=planner.plan,
         metrics=DestinationMetrics(CollectorRegistry()),
     )

@@ -528,7 +528,9 @@ def hints_world(hints: list[list[str] | None]) -> World:
 def test_topology_hints_keep_the_subscriber_zone_only_when_every_address_is_hinted(
     hints: list[list[str] | None], node: str, filtering: bool, expected: list[str]
 ) -> None:
-    _, subscription = hints_world(hints).subscribe(key=ViewKey(node_name=node, filtering=filtering))
+    world = hints_world(hints)
+    key = ViewKey(filtering=filtering, zone=world.index.node_zone(node))
+    _, subscription = world.subscribe(key=key)
     assert endpoints(subscription.initial.addresses) == expected
 
 
@@ -1068,9 +1070,10 @@ def test_sinks_are_called_synchronously_and_never_reentered_over_random_events()
     world.apply(b.node("node-a", zone="zone-a"), b.node("node-b", zone="zone-b"), b.service())
     keys = [
         ViewKey(),
-        ViewKey(node_name="node-a"),
+        ViewKey(node_name="node-a", zone="zone-a"),
         ViewKey(node_name="node-b", filtering=False),
-        ViewKey(hostname="web-3", node_name="node-a"),
+        ViewKey(hostname="web-3", node_name="node-a", zone="zone-a"),
+        ViewKey(zone="zone-b"),
     ]
     sinks = [GuardedSink(world.topics, key, churn=i % 2 == 0) for i, key in enumerate(keys * 2)]
     for sink in sinks:
@@ -1085,7 +1088,7 @@ def test_sinks_are_called_synchronously_and_never_reentered_over_random_events()
         for sink in sinks:
             expected = filter_addresses(
                 full,
-                context=ViewContext(key=sink.key, zone=world.index.node_zone(sink.key.node_name)),
+                context=ViewContext(key=sink.key, zone=sink.key.zone),
                 service=world.index.services.get(WEB),
                 enable_ipv6=True,
             )
