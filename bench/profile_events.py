@@ -7,7 +7,7 @@ Deployment down and back up, and saves lists and events to a JSON file.
 
 `replay` feeds that file to the server's own discovery and fan-out code in
 this process: a `ClusterCache` (no API client: events go straight to each
-reflector's `_handle`), subscribed through `destination.broadcast.Broadcasts`
+reflector's `_handle`), subscribed through `destination.streams.broadcast.Broadcasts`
 with one queue per simulated stream and a task per stream draining it, as the
 Get handlers do (without the gRPC write). It prints how long each event took
 (from `_handle` to the end of the loop iteration after it, which runs
@@ -40,11 +40,11 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CollectorRegistry
 
-from destination.broadcast import Broadcasts
 from destination.config import DEFAULT_OPAQUE_PORTS, parse_opaque_ports
-from destination.encode import MeshSettings
-from destination.members import Planner, StreamRequest
-from destination.metrics import DestinationMetrics
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcasts
+from destination.streams.members import Planner, StreamRequest
+from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics

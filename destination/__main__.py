@@ -1,5 +1,5 @@
 """``python -m destination``: the ``destination`` command."""
 
-from destination.cli import main
+from destination.cli.command import main
 
 raise SystemExit(main())

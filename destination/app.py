@@ -35,21 +35,20 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
+from destination.api.get import GetHandler
+from destination.api.server import SERVICE_NAME, build_server
+from destination.config import ServerConfig
+from destination.ops.admin import AdminServer
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcasts
+from destination.streams.members import Planner
+from destination.translate.endpoints import MeshSettings, http2_params_from_json
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import ClusterStore, ClusterStoreCollector, StalenessPolicy
 from discovery.connection import LOCAL_KINDS, Connection
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName
 from discovery.transport import KubernetesClientTransport
-
-from .admin import AdminServer
-from .broadcast import Broadcasts
-from .config import ServerConfig
-from .encode import MeshSettings, http2_params_from_json
-from .get import GetHandler
-from .members import Planner
-from .metrics import DestinationMetrics
-from .server import SERVICE_NAME, build_server
 
 log = structlog.get_logger("destination.app")
 

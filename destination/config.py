@@ -1,7 +1,7 @@
 """Settings of ``destination serve``, held in one frozen value built once at startup.
 
 Every setting of the server is a field of :class:`ServerConfig`. The CLI
-(:mod:`destination.cli`) builds one from flags and environment variables and
+(:mod:`destination.cli.command`) builds one from flags and environment variables and
 passes it down; nothing else reads flags, environment variables or module
 globals. Tests build a ``ServerConfig(...)`` directly with the few fields they
 care about.

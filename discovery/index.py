@@ -32,7 +32,7 @@ from .models import (
 from .project import Record
 from .service_profiles import ServiceProfileInfo
 
-IndexRecord = Record | ServiceProfileInfo
+IndexRecord = Record
 
 # Owners of a ReplicaSet that name the workload in metric labels.
 _RS_WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})

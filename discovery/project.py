@@ -48,6 +48,7 @@ from .models import (
     WorkloadOwner,
 )
 from .ports import PortSet, resolve_named_ports
+from .service_profiles import ServiceProfileInfo, project_service_profile
 
 Raw = Mapping[str, Any]
 
@@ -102,6 +103,7 @@ Record = (
     | ClusterCredentials
     | ServerInfo
     | ExternalWorkloadInfo
+    | ServiceProfileInfo
 )
 PROXY_PORT_NAME = "linkerd-proxy"
 DEFAULT_PROXY_INBOUND_PORT = 4143
@@ -517,6 +519,10 @@ def project_pod(raw: Raw, *, on_warning: Warn | None = None) -> PodInfo | Invali
         raw_ips = [ip for ip in raw_ips if ip]
         if not raw_ips and status.get("podIP"):
             raw_ips = [status["podIP"]]
+        raw_host_ips = [_object(p).get("ip") for p in _list(status.get("hostIPs"))]
+        raw_host_ips = [ip for ip in raw_host_ips if ip]
+        if not raw_host_ips and status.get("hostIP"):
+            raw_host_ips = [status["hostIP"]]
         info = PodInfo(
             ref=ObjectRef(str(meta.get("namespace") or ""), str(meta["name"])),
             ips=_ips(raw_ips, problems),
@@ -533,6 +539,8 @@ def project_pod(raw: Raw, *, on_warning: Warn | None = None) -> PodInfo | Invali
             container_ports=container_ports,
             labels=tuple(sorted(labels.items())),
             resource_version=_optional_text(meta.get("resourceVersion"), 63) or "",
+            host_ips=_ips(raw_host_ips, problems),
+            host_network=spec.get("hostNetwork") is True,
         )
     except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return _invalid(Kind.POD, raw, "malformed Pod", err)
@@ -693,6 +701,7 @@ def project_external_workload(
         inbound = next(
             (p.port for p in ports if p.name == PROXY_PORT_NAME), DEFAULT_PROXY_INBOUND_PORT
         )
+        workload_ips = [_object(item).get("ip") for item in _list(spec.get("workloadIPs"))]
         info = ExternalWorkloadInfo(
             ref=_ref(raw),
             identity=identity,
@@ -702,6 +711,7 @@ def project_external_workload(
             opaque_ports=opaque,
             labels=tuple(sorted(_labels(meta.get("labels"), problems).items())),
             proxy_inbound_port=inbound,
+            ips=_ips([ip for ip in workload_ips if ip], problems),
         )
     except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         return _invalid(Kind.EXTERNAL_WORKLOAD, raw, "malformed ExternalWorkload", str(err))
@@ -724,6 +734,11 @@ def _project(kind: Kind, raw: Raw, on_warning: Warn | None) -> Record | Invalid:
         return project_server(raw)
     if kind is Kind.EXTERNAL_WORKLOAD:
         return project_external_workload(raw, on_warning=on_warning)
+    if kind is Kind.SERVICE_PROFILE:
+        profile = project_service_profile(raw)
+        if profile is None:
+            return Invalid(kind, _bounded(str(object_key(raw)), 300), "ServiceProfile has no name")
+        return profile
     return project_workload_owner(raw, kind)
 
 

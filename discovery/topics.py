@@ -413,6 +413,6 @@ class Topics:
             except Exception:
                 # Isolated: every other sink of this view, and every other view,
                 # still hears of the change. The failing sink resynchronises
-                # its streams itself (see destination/broadcast.py).
+                # its streams itself (see destination/streams/broadcast.py).
                 log.exception("view_sink_failed", service=str(service), port=topic.port)
         return True

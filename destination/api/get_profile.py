@@ -35,22 +35,21 @@ import grpc
 import structlog
 from prometheus_client import Gauge
 
-from discovery.by_address import normalize_ip
-from discovery.cluster import ClusterCache
-from discovery.models import ObjectRef, ServiceRef
-from discovery.profile_topics import EndpointProfileKey, ServiceProfileKey
-
-from .._proto import destination_pb2 as pb
-from ..authority import (
+from destination._proto import destination_pb2 as pb
+from destination.authority import (
     InvalidAuthority,
     is_ip,
     parse_authority,
     parse_context_token,
     parse_service_host,
 )
-from ..metrics import DestinationMetrics
-from ..stream_queue import StreamClosed, StreamQueue
-from ..streams.profiles import ProfileBroadcast, ProfileBroadcasts
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.profiles import ProfileBroadcast, ProfileBroadcasts
+from destination.streams.stream_queue import StreamClosed, StreamQueue
+from discovery.by_address import normalize_ip
+from discovery.cluster import ClusterCache
+from discovery.models import ObjectRef, ServiceRef
+from discovery.profile_topics import EndpointProfileKey, ServiceProfileKey
 
 log = structlog.get_logger("destination.get_profile")
 _stream_ids = itertools.count(1)

@@ -23,6 +23,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.stream_queue import QueueItem, StreamQueue
 from discovery.profile_topics import (
     EndpointProfileKey,
     EndpointProfileState,
@@ -31,9 +33,6 @@ from discovery.profile_topics import (
     ServiceProfileKey,
     ServiceProfileState,
 )
-
-from ..metrics import DestinationMetrics
-from ..stream_queue import QueueItem, StreamQueue
 
 log = structlog.get_logger("destination.profiles")
 

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
+from destination._proto import destination_pb2 as pb
+from destination._proto import http_types_pb2, meta_pb2
+from destination.authority import InvalidAuthority, split_host_port
+from destination.translate.endpoints import EncodeContext, MeshSettings, owner_label, weighted_addr
 from discovery.models import Address, IpFamily, ServiceRef
 from discovery.profile_topics import EndpointProfileState
 from discovery.service_profiles import (
@@ -25,11 +29,6 @@ from discovery.service_profiles import (
     RouteSpec,
     ServiceProfileInfo,
 )
-
-from .._proto import destination_pb2 as pb
-from .._proto import http_types_pb2, meta_pb2
-from ..authority import InvalidAuthority, split_host_port
-from ..encode import EncodeContext, MeshSettings, owner_label, weighted_addr
 
 __all__ = [
     "DEFAULT_RETRY_BUDGET",

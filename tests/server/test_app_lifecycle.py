@@ -16,9 +16,9 @@ import pytest
 import structlog
 
 from destination import app
-from destination.admin import AdminServer
-from destination.broadcast import Broadcasts
 from destination.config import ServerConfig
+from destination.ops.admin import AdminServer
+from destination.streams.broadcast import Broadcasts
 from discovery.cluster import ClusterCache
 
 CONFIG = ServerConfig(

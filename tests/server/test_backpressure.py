@@ -20,12 +20,12 @@ from grpc_health.v1 import health
 from prometheus_client import CollectorRegistry
 
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcasts
-from destination.encode import MeshSettings
-from destination.get import GetHandler
-from destination.members import Planner
-from destination.metrics import DestinationMetrics
-from destination.server import build_server
+from destination.api.get import GetHandler
+from destination.api.server import build_server
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcasts
+from destination.streams.members import Planner
+from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.connection import LOCAL_KINDS
 from discovery.metrics import DiscoveryMetrics

@@ -28,15 +28,15 @@ import structlog
 from grpc_health.v1 import health
 from prometheus_client import CollectorRegistry
 
-import destination.get as get_module
+import destination.api.get as get_module
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcasts
-from destination.encode import MeshSettings
-from destination.get import GetHandler
-from destination.members import Planner
-from destination.metrics import DestinationMetrics
-from destination.server import build_server
-from destination.stream_queue import StreamQueue
+from destination.api.get import GetHandler
+from destination.api.server import build_server
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcasts
+from destination.streams.members import Planner
+from destination.streams.stream_queue import StreamQueue
+from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.connection import LOCAL_KINDS
 from discovery.metrics import DiscoveryMetrics
@@ -372,7 +372,7 @@ async def test_thousands_of_made_up_node_names_share_one_view_with_bounded_cost(
 
 @pytest.fixture
 def get_log(monkeypatch: pytest.MonkeyPatch) -> structlog.testing.CapturingLogger:
-    """What destination.get logs, each event rendered as the JSON line it would be."""
+    """What destination.api.get logs, each event rendered as the JSON line it would be."""
     captured = structlog.testing.CapturingLogger()
     logger = structlog.wrap_logger(
         captured,

@@ -1,4 +1,4 @@
-"""Unit tests for destination.admin: the admin HTTP server (reference §1.3).
+"""Unit tests for destination.ops.admin: the admin HTTP server (reference §1.3).
 
 Scope: a real aiohttp server bound to 127.0.0.1 port 0 and real HTTP requests
 through an aiohttp client: ``/metrics`` exposes the injected registry,
@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
-from destination.admin import AdminServer
+from destination.ops.admin import AdminServer
 
 HOST = "127.0.0.1"
 

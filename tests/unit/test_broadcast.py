@@ -1,4 +1,4 @@
-"""Unit tests for destination.broadcast: one encode per view change, fanned out.
+"""Unit tests for destination.streams.broadcast: one encode per view change, fanned out.
 
 Scope: `Broadcasts` on a real `ClusterCache` (its reflectors never run; the
 index and topics are fed raw objects in memory). A change is encoded once
@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-import destination.broadcast as broadcast_module
-from destination import encode
+import destination.streams.broadcast as broadcast_module
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcast, Broadcasts, MemberState, StreamSnapshot
-from destination.encode import MeshSettings
-from destination.members import Planner, StreamRequest
-from destination.metrics import DestinationMetrics
-from destination.stream_queue import StreamClosed, StreamQueue
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcast, Broadcasts, MemberState, StreamSnapshot
+from destination.streams.members import Planner, StreamRequest
+from destination.streams.stream_queue import StreamClosed, StreamQueue
+from destination.translate import endpoints as encode
+from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ObjectRef, ServiceRef

@@ -1,4 +1,4 @@
-"""Unit tests for destination.clusters_cli: the table an operator reads.
+"""Unit tests for destination.cli.clusters: the table an operator reads.
 
 Scope: one aligned row per cluster with state, age, server, trust domain,
 object counts, last sync ("now" when synced, "never" before the first sync)
@@ -7,7 +7,7 @@ and the error, with a credential rotation in progress appended to it.
 
 from __future__ import annotations
 
-from destination.clusters_cli import table
+from destination.cli.clusters import table
 
 NOW = 1_000_000.0
 

@@ -1,4 +1,4 @@
-"""Unit tests for destination.config, destination.cli and destination.logs.
+"""Unit tests for destination.config, destination.cli.command and destination.ops.logs.
 
 Scope: how ``destination serve`` turns flags and ``DESTINATION_*`` variables
 into a ServerConfig (defaults, precedence flag > environment > default, every
@@ -23,8 +23,14 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from destination import cli
-from destination.cli import build_config, build_parser, main, parse_serve_args, serve_settings
+from destination.cli import command as cli
+from destination.cli.command import (
+    build_config,
+    build_parser,
+    main,
+    parse_serve_args,
+    serve_settings,
+)
 from destination.config import (
     ConfigError,
     HostPort,
@@ -33,7 +39,7 @@ from destination.config import (
     ServerConfig,
     parse_host_port,
 )
-from destination.logs import THIRD_PARTY_LOGGERS, configure_logging
+from destination.ops.logs import THIRD_PARTY_LOGGERS, configure_logging
 from discovery.ports import PortSet
 
 NO_ENV: dict[str, str] = {}

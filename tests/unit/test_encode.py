@@ -1,4 +1,4 @@
-"""Unit tests for destination.encode: addresses into `WeightedAddr` and `Update` bytes.
+"""Unit tests for destination.translate.endpoints: addresses into `WeightedAddr` and `Update` bytes.
 
 Scope: reference §5.7 on addresses built from raw pods (through
 discovery.project): IP encodings as exact integers; metric labels (pod,
@@ -21,7 +21,7 @@ import pytest
 from google.protobuf import json_format
 
 from destination._proto import destination_pb2 as pb
-from destination.encode import (
+from destination.translate.endpoints import (
     DEFAULT_WEIGHT,
     EncodeContext,
     MeshSettings,

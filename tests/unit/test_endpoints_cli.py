@@ -1,4 +1,4 @@
-"""Unit tests for ``destination endpoints`` (destination.endpoints_cli).
+"""Unit tests for ``destination endpoints`` (destination.cli.endpoints).
 
 Scope: :class:`EndpointTable` applying real ``pb.Update`` messages (Add
 replaces by ip:port, Remove deletes, NoEndpoints clears; IPv4 and IPv6),
@@ -24,9 +24,8 @@ import pytest
 
 from destination._proto import destination_pb2 as pb
 from destination._proto import net_pb2
-from destination.cli import build_parser, main
-from destination.encode import tcp_address
-from destination.endpoints_cli import (
+from destination.cli.command import build_parser, main
+from destination.cli.endpoints import (
     CLEAR_SCREEN,
     DEFAULT_SERVER,
     Endpoint,
@@ -39,6 +38,7 @@ from destination.endpoints_cli import (
     options_from_args,
     watch,
 )
+from destination.translate.endpoints import tcp_address
 
 AUTHORITY = "web.shop.svc.cluster.local:80"
 SET_LABELS = {"service": "web", "namespace": "shop"}

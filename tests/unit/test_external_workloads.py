@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from destination._proto import destination_pb2 as pb
-from destination.encode import EncodeContext, MeshSettings, weighted_addr
+from destination.translate.endpoints import EncodeContext, MeshSettings, weighted_addr
 from discovery.index import ClusterIndex
 from discovery.models import Address, ExternalWorkloadInfo, Kind, ServiceRef
 from discovery.ports import PortSet

@@ -1,4 +1,4 @@
-"""Unit tests for destination.members and the membership side of destination.broadcast.
+"""Unit tests for destination.streams.members and the membership side of the broadcasts.
 
 Scope: parsing `svc@cluster` lists; which members a target has in each mode
 (local, remote-discovery, federated); and on live broadcasts, that plan
@@ -17,11 +17,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcast, Broadcasts, StreamSnapshot
-from destination.encode import MeshSettings
-from destination.members import Mode, Planner, StreamRequest, mode_of, parse_remote_members
-from destination.metrics import DestinationMetrics
-from destination.stream_queue import StreamQueue
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcast, Broadcasts, StreamSnapshot
+from destination.streams.members import Mode, Planner, StreamRequest, mode_of, parse_remote_members
+from destination.streams.stream_queue import StreamQueue
+from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import ClusterState, RemoteCluster
 from discovery.metrics import DiscoveryMetrics

@@ -1,4 +1,4 @@
-"""Unit tests for destination.stream_queue: the bounded, coalescing per-stream queue.
+"""Unit tests for destination.streams.stream_queue: the bounded, coalescing per-stream queue.
 
 Scope: FIFO delivery of items taken one at a time, and a backlog written as
 one diff from the last delivered snapshot to the newest; overflow clearing the queue, marking it
@@ -19,11 +19,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from destination._proto import destination_pb2 as pb
-from destination.broadcast import Broadcast
-from destination.encode import MeshSettings, tcp_address
-from destination.members import Planner, StreamTarget
-from destination.metrics import DestinationMetrics
-from destination.stream_queue import QueueItem, StreamClosed, StreamQueue
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcast
+from destination.streams.members import Planner, StreamTarget
+from destination.streams.stream_queue import QueueItem, StreamClosed, StreamQueue
+from destination.translate.endpoints import MeshSettings, tcp_address
 from discovery.cluster import ClusterCache
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, ServiceRef

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from destination.members import StreamRequest
+from destination.streams.members import StreamRequest
 from tests.unit import builders as b
 from tests.unit.test_broadcast import WEB, Env, decode, take
 

@@ -14,8 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ._proto import destination_pb2 as pb
-from .get import GetHandler
+from destination._proto import destination_pb2 as pb
+from destination.api.get import GetHandler
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Destination"].full_name
 

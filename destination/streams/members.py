@@ -22,14 +22,13 @@ from typing import Protocol
 
 import structlog
 
+from destination.translate.endpoints import EncodeContext, MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import RemoteCluster
 from discovery.models import ClusterName, ServiceInfo, ServiceRef
 from discovery.topics import ViewKey
 
-from .encode import EncodeContext, MeshSettings
-
-log = structlog.get_logger("destination.members")
+log = structlog.get_logger("destination.streams.members")
 
 
 class Mode(enum.StrEnum):

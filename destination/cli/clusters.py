@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .printable import printable
+from destination.cli.printable import printable
 
 if TYPE_CHECKING:
-    from .cli import Subparsers
+    from destination.cli.common import Subparsers
 
 DEFAULT_ADMIN = "127.0.0.1:9996"
 ENV_ADMIN = "DESTINATION_ADMIN"

@@ -21,13 +21,12 @@ from typing import Any
 
 import structlog
 
+from destination._proto import destination_pb2 as pb
+from destination._proto import net_pb2
 from discovery.models import Address, ExternalWorkloadInfo, PodInfo
 from discovery.topics import AddressDiff, AddressSnapshot
 
-from ._proto import destination_pb2 as pb
-from ._proto import net_pb2
-
-log = structlog.get_logger("destination.encode")
+log = structlog.get_logger("destination.translate.endpoints")
 
 DEFAULT_WEIGHT = 10_000
 

@@ -30,18 +30,22 @@ import grpc
 import structlog
 from prometheus_client import Gauge
 
+from destination._proto import destination_pb2 as pb
+from destination.authority import (
+    InvalidAuthority,
+    loggable,
+    parse_context_token,
+    parse_get_target,
+)
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.broadcast import Broadcasts, StreamSnapshot
+from destination.streams.members import Mode, StreamRequest, mode_of
+from destination.streams.stream_queue import StreamClosed, StreamQueue
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import ClusterState, ClusterStore
 from discovery.models import ServiceInfo, ServiceRef
 
-from ._proto import destination_pb2 as pb
-from .authority import InvalidAuthority, loggable, parse_context_token, parse_get_target
-from .broadcast import Broadcasts, StreamSnapshot
-from .members import Mode, StreamRequest, mode_of
-from .metrics import DestinationMetrics
-from .stream_queue import StreamClosed, StreamQueue
-
-log = structlog.get_logger("destination.get")
+log = structlog.get_logger("destination.api.get")
 _stream_ids = itertools.count(1)
 
 

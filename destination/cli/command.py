@@ -51,19 +51,20 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from destination import clusters_cli, endpoints_cli
+from destination.cli import clusters, endpoints
+from destination.cli.common import SubcommandHandler, Subparsers
 from destination.config import (
     ConfigError,
     ServerConfig,
     parse_http2_client_params,
     parse_opaque_ports,
 )
-from destination.logs import configure_logging
+from destination.ops.logs import configure_logging
 
 __all__ = [
     "ENV_PREFIX",
@@ -86,12 +87,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-SubcommandHandler: TypeAlias = Callable[[argparse.Namespace], int]
-"""What a subcommand's parser stores as ``handler``: parsed arguments in, exit code out."""
-
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-"""The object a subcommand's ``register`` function adds its parser to."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -257,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     register_serve,
-    endpoints_cli.register,
-    clusters_cli.register,
+    endpoints.register,
+    clusters.register,
 )
 
 

@@ -57,12 +57,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from destination.printable import printable
+from destination.cli.printable import printable
 
 if TYPE_CHECKING:
     from destination._proto import destination_pb2 as pb
     from destination._proto import net_pb2
-    from destination.cli import Subparsers
+    from destination.cli.common import Subparsers
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -89,7 +89,7 @@ EXIT_NO_UPDATE = 3
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, then erase the whole screen
 
-# Metric labels of an address that are not its owner (see destination.encode).
+# Metric labels of an address that are not its owner (see destination.translate.endpoints).
 _NOT_OWNER_LABELS = frozenset(
     {"pod", "serviceaccount", "control_plane_ns", "pod_template_hash", "zone", "zone_locality"}
 )

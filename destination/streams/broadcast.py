@@ -39,6 +39,16 @@ from typing import Protocol
 
 import structlog
 
+from destination.ops.metrics import DestinationMetrics
+from destination.streams.members import Member, MemberPlan, StreamRequest, StreamTarget
+from destination.streams.stream_queue import QueueItem, StreamQueue
+from destination.translate.endpoints import (
+    EncodeContext,
+    add_update,
+    encode_diff,
+    encode_initial,
+    remove_update,
+)
 from discovery.cluster import ClusterCache
 from discovery.models import Address, AddressKey, ServiceRef
 from discovery.topics import (
@@ -47,12 +57,7 @@ from discovery.topics import (
     Subscription,
 )
 
-from .encode import EncodeContext, add_update, encode_diff, encode_initial, remove_update
-from .members import Member, MemberPlan, StreamRequest, StreamTarget
-from .metrics import DestinationMetrics
-from .stream_queue import QueueItem, StreamQueue
-
-log = structlog.get_logger("destination.broadcast")
+log = structlog.get_logger("destination.streams.broadcast")
 
 _versions = itertools.count(1)
 CATCH_UP_MEMO = 8  # distinct (old, new) transitions remembered per broadcast
