@@ -56,7 +56,7 @@ from typing import Any
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from destination.cli import clusters, endpoints
+from destination.cli import clusters, endpoints, profile
 from destination.cli.common import SubcommandHandler, Subparsers
 from destination.config import (
     ConfigError,
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     register_serve,
     endpoints.register,
+    profile.register,
     clusters.register,
 )
 

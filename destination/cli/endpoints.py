@@ -365,7 +365,7 @@ class WatchOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
 
 
-def _positive_seconds(value: str) -> float:
+def positive_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
@@ -429,7 +429,7 @@ def register(subparsers: Subparsers) -> None:
         "--timeout",
         metavar="S",
         dest="timeout_s",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT_S,
         help=(
             "seconds, from the start, to connect to the server and, with --once, "
