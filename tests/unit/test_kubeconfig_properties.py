@@ -210,7 +210,9 @@ def only_entry(document: dict[str, Any], key: str, name: str) -> dict[str, Any]:
         if isinstance(entry, dict) and type(entry.get("name")) is str and entry["name"] == name
     ]
     assert len(matching) == 1, f"{len(matching)} {key} named {name!r}, yet accepted"
-    body = matching[0][key[:-1]]
+    body = matching[0].get(key[:-1])
+    if body is None:  # `user: null` is an empty section (no credentials), as kubectl reads it
+        return {}
     assert isinstance(body, dict)
     return body
 
