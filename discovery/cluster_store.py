@@ -125,7 +125,7 @@ class _Live:
 @dataclass(eq=False)
 class RemoteCluster:
     name: ClusterName
-    credentials: ClusterCredentials
+    credentials: ClusterCredentials  # those in use (serving, or being tried first)
     cache: ClusterCache
     state: ClusterState = ClusterState.CONNECTING
     since: float = field(default_factory=time.time)
@@ -137,6 +137,10 @@ class RemoteCluster:
     starting: asyncio.Task[None] | None = None  # building a client
     rotation: str | None = None
     withdraw_timer: asyncio.TimerHandle | None = None
+    desired: ClusterCredentials = field(init=False)  # the Secret's latest content, acted on once
+
+    def __post_init__(self) -> None:
+        self.desired = self.credentials
 
     @property
     def serving(self) -> bool:
@@ -287,7 +291,10 @@ class ClusterStore:
             if cluster is None:
                 self._link(credentials)
                 changed = True
-            elif cluster.credentials != credentials:
+            elif cluster.desired != credentials:
+                # Once per distinct Secret content: a relist, or another cluster's Secret
+                # changing, must not retry (or count again) what was already decided.
+                cluster.desired = credentials
                 changed |= self._update(cluster, credentials)
         self._metrics.cluster_store_size.set(len(self._clusters))
         if changed:
@@ -350,7 +357,7 @@ class ClusterStore:
         del self._clusters[cluster.name]
         self._stop(cluster)
         cluster.state = ClusterState.INVALID
-        cluster.cache.forget_metrics()
+        cluster.cache.close()
         log.info("cluster_unlinked", cluster=cluster.name, secret=str(cluster.credentials.ref))
 
     def _stop(self, cluster: RemoteCluster) -> None:

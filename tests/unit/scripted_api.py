@@ -158,13 +158,14 @@ class ScriptedApi:
     """`request` answered by `route`; `requests` records every call in order."""
 
     route: Route
+    server_url: str = "https://scripted.invalid"
     requests: list[Request] = field(default_factory=list)
     closed: bool = False
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def server(self) -> str:
-        return "https://scripted.invalid"
+        return self.server_url
 
     async def request(
         self,
@@ -209,3 +210,58 @@ class ScriptedApi:
 
 def _at(request: Request, path: str | None) -> bool:
     return path is None or request.path == path
+
+
+REMOTE_PATHS = {
+    "services": "/api/v1/services",
+    "slices": "/apis/discovery.k8s.io/v1/endpointslices",
+    "pods": "/api/v1/pods",
+}
+LIVENESS_PATH = "/livez"
+
+
+@dataclass
+class ScriptedCluster:
+    """A remote API server's behaviour, by path, that a test changes as it goes.
+
+    Lists answer `items[path]`; a watch sends the events queued in
+    `events[path]` and stays open; a path in `refuse_lists` / `refuse_watches`
+    answers that status; `silent` makes every request (liveness probes too)
+    hang like a stopped server, until it is cleared.
+    """
+
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    refuse_lists: dict[str, int] = field(default_factory=dict)
+    refuse_watches: dict[str, int] = field(default_factory=dict)
+    silent: bool = False
+    version: int = 1
+    _resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def go_silent(self) -> None:
+        self.silent = True
+        self._resumed = asyncio.Event()
+
+    def resume(self) -> None:
+        self.silent = False
+        self._resumed.set()
+
+    async def route(self, request: Request) -> ScriptedResponse:
+        while self.silent:
+            await self._resumed.wait()
+        if request.path == LIVENESS_PATH:
+            return reply(200, b"ok")
+        if request.watch:
+            status = self.refuse_watches.get(request.path)
+            if status is not None:
+                return reply(status, status_body(status, "Refused", "watch refused"))
+            events, self.events[request.path] = self.events.get(request.path, []), []
+            return watch_reply(events)
+        status = self.refuse_lists.get(request.path)
+        if status is not None:
+            return reply(status, status_body(status, "Refused", "list refused"))
+        self.version += 1
+        return list_reply(self.items.get(request.path, []), str(self.version))
+
+    def api(self, server: str = "https://scripted.invalid") -> ScriptedApi:
+        return ScriptedApi(self.route, server)

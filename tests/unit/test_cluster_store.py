@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from discovery import cluster_store as cluster_store_module
 from discovery.cluster_store import (
@@ -31,13 +31,17 @@ from discovery.cluster_store import (
     ClusterStore,
     ClusterStoreCollector,
 )
+from discovery.kubeconfig import parse_kubeconfig
 from discovery.metrics import DiscoveryMetrics
-from discovery.models import Kind, ObjectRef
+from discovery.models import Kind, ObjectRef, ServiceRef
 from discovery.ports import PortSet
 from discovery.project import project_credentials
 from discovery.reflector import Deleted, Listed, Upserted
+from discovery.topics import AddressDiff, AddressSnapshot, ViewKey
 from discovery.transport import KubernetesClientTransport
 from tests.kube.workloads import eventually
+from tests.unit import builders as b
+from tests.unit.scripted_api import REMOTE_PATHS, ScriptedApi, ScriptedCluster
 
 
 def closed_port() -> int:
@@ -80,9 +84,12 @@ def secret(
 
 
 class Harness:
-    def __init__(self, store: ClusterStore, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, store: ClusterStore, registry: CollectorRegistry, metrics: DiscoveryMetrics
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.metrics = metrics
         self.notified = 0
         store.add_listener(self._heard)
 
@@ -106,12 +113,13 @@ class Harness:
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """A store; `indirect` parametrization with True allows insecure links."""
     registry = CollectorRegistry()
+    metrics = DiscoveryMetrics(registry)
     api = KubernetesClientTransport(ApiClient(Configuration()))
     store = ClusterStore(
         local_api=api,
         namespace="linkerd",
         local_name="east",
-        metrics=DiscoveryMetrics(registry),
+        metrics=metrics,
         default_opaque_ports=PortSet.EMPTY,
         enable_ipv6=False,
         allow_insecure_remote_links=getattr(request, "param", False),
@@ -121,7 +129,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     # that cancelling it stops every cluster connection, as in the server.
     task = asyncio.create_task(store.run())
     try:
-        yield Harness(store, registry)
+        yield Harness(store, registry, metrics)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -304,3 +312,125 @@ async def test_an_unexpected_client_failure_is_that_clusters_alone(
         timeout_s=5,
     )
     assert status.error == "kubeconfig unusable: RuntimeError: client library bug"
+
+
+# -- remote clusters played by a scripted transport -----------------------------
+
+
+class Remotes:
+    """Scripted remote API servers by URL, and every client the store built for them."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, ScriptedCluster] = {}
+        self.clients: list[ScriptedApi] = []
+
+    def add(self, server: str) -> ScriptedCluster:
+        remote = ScriptedCluster()
+        remote.items[REMOTE_PATHS["services"]] = [b.service()]
+        remote.items[REMOTE_PATHS["pods"]] = [b.pod("web-1")]
+        remote.items[REMOTE_PATHS["slices"]] = [
+            b.endpoint_slice(endpoints=[b.endpoint("10.0.0.1", pod="web-1")])
+        ]
+        self.clusters[server] = remote
+        return remote
+
+    async def transport(self, data: bytes, *, allow_insecure: bool = False) -> ScriptedApi:
+        server = parse_kubeconfig(data, allow_insecure=allow_insecure).server
+        api = self.clusters[server].api(server)
+        self.clients.append(api)
+        return api
+
+
+@pytest.fixture
+def remotes(monkeypatch: pytest.MonkeyPatch) -> Remotes:
+    remotes = Remotes()
+    monkeypatch.setattr(cluster_store_module, "remote_transport_from_kubeconfig", remotes.transport)
+    return remotes
+
+
+WEST = "https://west.example:6443"
+
+
+async def state_of(harness: Harness, name: str = "west") -> Any:
+    return next((s for s in harness.store.statuses() if s.name == name), None)
+
+
+async def wait_state(harness: Harness, *states: ClusterState, timeout_s: float = 5) -> Any:
+    return await eventually(
+        lambda: state_of(harness),
+        lambda s: s is not None and s.state in states,
+        what=f"west in state {'/'.join(states)}",
+        timeout_s=timeout_s,
+    )
+
+
+class NullSink:
+    def on_change(self, diff: AddressDiff, snapshot: AddressSnapshot) -> None:
+        pass
+
+
+async def test_unlinking_removes_every_series_of_the_cluster(
+    harness: Harness, remotes: Remotes
+) -> None:
+    west = remotes.add(WEST)
+    west.events[REMOTE_PATHS["pods"]] = [
+        {"type": "MODIFIED", "object": b.pod("web-1", ip="10.0.0.9")},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "99"}}},
+        {"type": "SURPRISE", "object": {}},
+    ]
+    west.events[REMOTE_PATHS["services"]] = [{"type": "ADDED", "object": {"kind": "Service"}}]
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST)))
+    await wait_state(harness, ClusterState.SYNCED)
+    cluster = harness.store.get("west")
+    assert cluster is not None
+    cluster.cache.topics.subscribe(
+        service=ServiceRef(b.NS, "web"), port=80, key=ViewKey(), sink=NullSink()
+    )
+    moved = b.endpoint_slice(endpoints=[b.endpoint("10.0.0.2", pod="web-1")])
+    cluster.cache.apply(Upserted(Kind.ENDPOINT_SLICE, b.projected(moved)), time.perf_counter())
+    harness.upsert(secret("cluster-credentials-west", "west", config=None))  # rejected
+    await asyncio.sleep(0.05)
+    before = generate_latest(harness.registry).decode()
+    for name in (
+        "watch_events_total",
+        "watch_lists_total",
+        "invalid_objects_total",
+        "cache_objects",
+        "event_to_enqueue_seconds_bucket",
+        "cluster_synced",
+        "endpoint_views",
+        "remote_cluster_credential_rotations_total",
+    ):
+        assert f'{name}{{cluster="west"' in before, name
+
+    harness.delete("cluster-credentials-west")
+    await asyncio.sleep(0.05)
+    after = generate_latest(harness.registry).decode()
+    assert [line for line in after.splitlines() if 'cluster="west"' in line] == []
+    assert 'cluster="east"' in after, "the local cluster's series stay"
+
+
+async def test_a_rejected_rotation_is_counted_once_per_distinct_secret(
+    harness: Harness, remotes: Remotes
+) -> None:
+    remotes.add(WEST)
+    good = secret("cluster-credentials-west", "west", config=kubeconfig(WEST))
+    harness.list(good)
+    await wait_state(harness, ClusterState.SYNCED)
+    broken = secret("cluster-credentials-west", "west", config=None)
+    harness.upsert(broken)
+    for _ in range(3):  # relists of the link Secrets, other clusters' Secrets changing
+        harness.list(broken)
+        harness.upsert(secret("cluster-credentials-north", "north", config=None))
+        harness.delete("cluster-credentials-north")
+
+    def rejected() -> float | None:
+        return harness.sample(
+            "remote_cluster_credential_rotations_total", cluster="west", result="rejected"
+        )
+
+    assert rejected() == 1.0
+    status = await state_of(harness)
+    assert status.state is ClusterState.SYNCED and status.rotation.startswith("rejected")
+    harness.upsert(secret("cluster-credentials-west", "west", config=None, trust_domain="x.td"))
+    assert rejected() == 2.0, "another broken version is another rejection"
