@@ -3,10 +3,13 @@
 A `Connection` is what credential rotation swaps: the index and topics of a
 cluster (`ClusterCache`) stay, the connection feeding them is replaced. A new
 connection can be *staged*: its events are held back (`StagedEvents`) until
-every reflector has listed, and only then does it go live, replaying what it
-holds into the cache. Because a relist replaces the index's contents kind by
-kind, going live sends subscribers exactly the differences between what the
-old credentials saw and what the new ones see, which is normally nothing.
+every reflector has listed and watches, and only then does it go live,
+replaying what it holds into the cache. Because a relist replaces the index's
+contents kind by kind, going live sends subscribers exactly the differences
+between what the old credentials saw and what the new ones see, which is
+normally nothing. Held events are kept as the latest state of each object, so
+what a hold costs is bounded by the cluster's objects, not by how long the
+hold lasts or how busy the remote is; STAGED_MAX_OBJECTS bounds even that.
 
 Health is tracked per reflector: the connection is *synced* once every kind
 has listed, and *failing* while any reflector's last attempt failed. Owners
@@ -21,7 +24,8 @@ the events of the failed kinds are held back until every failed kind has
 listed again, then applied in one batch: subscribers get exactly the
 differences between before and after the outage. Kinds that never failed keep
 flowing; a hold lasts at most `HOLD_MAX_S` after the first kind recovers, so
-one kind failing for good cannot freeze the others.
+one kind failing for good cannot freeze the others, and a hold that reaches
+STAGED_MAX_OBJECTS objects is released at once.
 """
 
 from __future__ import annotations
@@ -30,14 +34,24 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import structlog
+
+from .index import record_key
 from .metrics import DiscoveryMetrics
-from .models import ClusterName, Kind
-from .reflector import Reflector, ReflectorEvent
+from .models import ClusterName, Kind, ObjectRef
+from .project import Record
+from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted
 from .transport import ApiTransport
+
+log = structlog.get_logger("discovery.connection")
 
 EventSink = Callable[[ReflectorEvent, float], None]
 
 HOLD_MAX_S = 10.0
+# The most objects held back (a recovery hold, a staged rotation). Above any
+# real cluster (Kubernetes' own limits: 150,000 pods, 10,000 services), so it
+# only stops a remote that invents objects faster than we can give up on it.
+STAGED_MAX_OBJECTS = 250_000
 
 LOCAL_KINDS = (
     Kind.SERVICE,
@@ -55,19 +69,78 @@ REMOTE_KINDS = (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.POD)
 
 
 class StagedEvents:
-    """Holds a staged connection's events until it goes live."""
+    """Events held back, kept as the latest state of each object until they are replayed.
 
-    def __init__(self) -> None:
-        self.events: list[tuple[ReflectorEvent, float]] = []
+    Whoever receives them later only needs the end state, so memory is bounded
+    by the number of objects, not by the number of events: an object modified
+    a thousand times while held is held once. Per kind, after a `Listed`: the
+    listed objects with every later change applied, replayed as one `Listed`;
+    before one, the latest change of each object, replayed as upserts and
+    deletes. Past `limit` objects, `on_overflow` is called (once) and later
+    events are ignored until the next `replay` or `clear`: the owner decides
+    whether to let everything through (a recovery hold) or to give up (a
+    staged rotation).
+    """
+
+    def __init__(
+        self, *, limit: int | None = None, on_overflow: Callable[[], None] | None = None
+    ) -> None:
+        self._limit = STAGED_MAX_OBJECTS if limit is None else limit
+        self._on_overflow = on_overflow
+        self._listed: dict[Kind, dict[ObjectRef, Record]] = {}
+        self._changes: dict[Kind, dict[ObjectRef, Record | None]] = {}
+        self._count = 0
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        """Objects held (not events)."""
+        return self._count
 
     def __call__(self, event: ReflectorEvent, received: float) -> None:
-        self.events.append((event, received))
+        del received  # replayed events are timed from their release
+        if self.overflowed:
+            return
+        kind = event.kind
+        if isinstance(event, Listed):
+            self._count -= len(self._listed.get(kind, ())) + len(self._changes.pop(kind, ()))
+            self._listed[kind] = {record_key(record): record for record in event.records}
+            self._count += len(self._listed[kind])
+        else:
+            key = event.ref if isinstance(event, Deleted) else record_key(event.record)
+            record = None if isinstance(event, Deleted) else event.record
+            listed = self._listed.get(kind)
+            if listed is None:
+                changes = self._changes.setdefault(kind, {})
+                self._count += key not in changes
+                changes[key] = record
+            elif record is None:
+                self._count -= listed.pop(key, None) is not None
+            else:
+                self._count += key not in listed
+                listed[key] = record
+        if self._count > self._limit:
+            self.overflowed = True
+            if self._on_overflow is not None:
+                self._on_overflow()
 
     def replay(self, sink: EventSink) -> int:
-        events, self.events = self.events, []
-        for event, received in events:
-            sink(event, received)
-        return len(events)
+        """Send what is held to `sink` (a whole kind as one `Listed`); returns objects sent."""
+        listed, changes = self._listed, self._changes
+        self.clear()
+        received = time.perf_counter()
+        sent = 0
+        for kind, objects in listed.items():
+            sink(Listed(kind, tuple(objects.values())), received)
+            sent += len(objects)
+        for kind, latest in changes.items():
+            for key, record in latest.items():
+                sink(Deleted(kind, key) if record is None else Upserted(kind, record), received)
+                sent += 1
+        return sent
+
+    def clear(self) -> None:
+        self._listed, self._changes, self._count = {}, {}, 0
+        self.overflowed = False
 
 
 class Connection:
@@ -88,7 +161,7 @@ class Connection:
         self._sink = sink
         self._on_change = on_change
         self._held_kinds: set[Kind] = set()
-        self._held = StagedEvents()
+        self._held = StagedEvents(on_overflow=self._hold_overflowed)
         self._hold_timer: asyncio.TimerHandle | None = None
         self.errors: dict[Kind, str] = {}
         self.synced = asyncio.Event()
@@ -111,6 +184,11 @@ class Connection:
     @property
     def failing(self) -> bool:
         return bool(self.errors)
+
+    @property
+    def watching(self) -> bool:
+        """Every kind listed and its watch open: what staged credentials must reach."""
+        return all(reflector.healthy for reflector in self.reflectors)
 
     def error_summary(self) -> str | None:
         """The errors of failing kinds in one line; identical errors are told once."""
@@ -145,6 +223,16 @@ class Connection:
         self._held_kinds.clear()
         self._held.replay(self._sink)
 
+    def _hold_overflowed(self) -> None:
+        """Too much held: deliver it now, not atomically, rather than hold more."""
+        log.warning(
+            "recovery_hold_released_early",
+            cluster=self.cluster,
+            held_objects=len(self._held),
+            kinds=sorted(kind.value for kind in self._held_kinds),
+        )
+        self._release()
+
     async def run(self) -> None:
         """Run every reflector until cancelled; they retry on their own."""
         async with asyncio.TaskGroup() as group:
@@ -154,6 +242,9 @@ class Connection:
                 )
 
     async def close(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         await self.api.close()
 
     def _health(self, reflector: Reflector, error: str | None) -> None:

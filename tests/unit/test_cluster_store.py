@@ -26,6 +26,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry, generate_latest
 
 from discovery import cluster_store as cluster_store_module
+from discovery import connection as connection_module
 from discovery.cluster_store import (
     ClusterState,
     ClusterStore,
@@ -318,26 +319,29 @@ async def test_an_unexpected_client_failure_is_that_clusters_alone(
 
 
 class Remotes:
-    """Scripted remote API servers by URL, and every client the store built for them."""
+    """Scripted remote API servers by (URL, token), and every client the store built."""
 
     def __init__(self) -> None:
-        self.clusters: dict[str, ScriptedCluster] = {}
+        self.clusters: dict[tuple[str, str], ScriptedCluster] = {}
         self.clients: list[ScriptedApi] = []
+        self.building: asyncio.Event | None = None  # set: clients are built at once
 
-    def add(self, server: str) -> ScriptedCluster:
+    def add(self, server: str, token: str = "t") -> ScriptedCluster:
         remote = ScriptedCluster()
         remote.items[REMOTE_PATHS["services"]] = [b.service()]
         remote.items[REMOTE_PATHS["pods"]] = [b.pod("web-1")]
         remote.items[REMOTE_PATHS["slices"]] = [
             b.endpoint_slice(endpoints=[b.endpoint("10.0.0.1", pod="web-1")])
         ]
-        self.clusters[server] = remote
+        self.clusters[server, token] = remote
         return remote
 
     async def transport(self, data: bytes, *, allow_insecure: bool = False) -> ScriptedApi:
-        server = parse_kubeconfig(data, allow_insecure=allow_insecure).server
-        api = self.clusters[server].api(server)
+        config = parse_kubeconfig(data, allow_insecure=allow_insecure)
+        api = self.clusters[config.server, config.token or ""].api(config.server)
         self.clients.append(api)
+        if self.building is not None:
+            await self.building.wait()
         return api
 
 
@@ -434,3 +438,151 @@ async def test_a_rejected_rotation_is_counted_once_per_distinct_secret(
     assert status.state is ClusterState.SYNCED and status.rotation.startswith("rejected")
     harness.upsert(secret("cluster-credentials-west", "west", config=None, trust_domain="x.td"))
     assert rejected() == 2.0, "another broken version is another rejection"
+
+
+# -- rotation -------------------------------------------------------------------
+
+
+def sample_of(harness: Harness, result: str) -> float:
+    value = harness.sample(
+        "remote_cluster_credential_rotations_total", cluster="west", result=result
+    )
+    return value or 0.0
+
+
+async def test_new_credentials_that_never_sync_are_abandoned_at_the_deadline(
+    harness: Harness, remotes: Remotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_store_module, "ROTATION_DEADLINE_S", 0.5)
+    remotes.add(WEST, token="old")
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST, "old")))
+    await wait_state(harness, ClusterState.SYNCED)
+    cluster = harness.store.get("west")
+    assert cluster is not None and cluster.live is not None
+    old = cluster.live
+    # The new token lists everything but may not watch pods: it never works.
+    new = remotes.add(WEST, token="new")
+    new.refuse_watches[REMOTE_PATHS["pods"]] = 403
+    harness.upsert(secret("cluster-credentials-west", "west", config=kubeconfig(WEST, "new")))
+    await asyncio.sleep(0.2)
+    status = await state_of(harness)
+    assert status.rotation.startswith("pending: Pod: HTTP 403"), status.rotation
+    assert cluster.live is old, "credentials that cannot watch never replace working ones"
+
+    status = await eventually(
+        lambda: state_of(harness),
+        lambda s: s.rotation is not None and s.rotation.startswith("abandoned"),
+        what="the rotation abandoned",
+        timeout_s=3,
+    )
+    assert "did not sync within 0.5s (Pod: HTTP 403" in status.rotation
+    assert status.state is ClusterState.SYNCED and cluster.live is old
+    assert sample_of(harness, "abandoned") == 1.0 and sample_of(harness, "applied") == 0.0
+    assert cluster.staged is None and cluster.staged_events is None
+    await eventually(
+        lambda: _async(remotes.clients[-1].closed), bool, what="client closed", timeout_s=2
+    )
+
+
+async def test_a_rotation_holding_too_many_objects_is_abandoned(
+    harness: Harness, remotes: Remotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_store_module, "STAGED_MAX_OBJECTS", 50)
+    monkeypatch.setattr(connection_module, "STAGED_MAX_OBJECTS", 50)
+    remotes.add(WEST, token="old")
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST, "old")))
+    await wait_state(harness, ClusterState.SYNCED)
+    new = remotes.add(WEST, token="new")
+    new.refuse_lists[REMOTE_PATHS["pods"]] = 403  # never syncs...
+    # ...while its Service watch streams ever new objects.
+    new.events[REMOTE_PATHS["services"]] = [
+        {"type": "ADDED", "object": b.service(f"s{i}")} for i in range(200)
+    ]
+    harness.upsert(secret("cluster-credentials-west", "west", config=kubeconfig(WEST, "new")))
+    status = await eventually(
+        lambda: state_of(harness),
+        lambda s: s.rotation is not None and s.rotation.startswith("abandoned"),
+        what="the rotation abandoned",
+        timeout_s=3,
+    )
+    assert "more than 50 objects held" in status.rotation
+    assert sample_of(harness, "abandoned") == 1.0
+    assert status.state is ClusterState.SYNCED
+
+
+async def test_the_trust_domain_stays_the_live_one_until_the_rotation_went_live(
+    harness: Harness, remotes: Remotes
+) -> None:
+    remotes.add(WEST, token="old")
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST, "old")))
+    await wait_state(harness, ClusterState.SYNCED)
+    new = remotes.add(WEST, token="new")
+    new.refuse_lists[REMOTE_PATHS["pods"]] = 403
+    before = harness.notified
+    harness.upsert(
+        secret(
+            "cluster-credentials-west", "west", config=kubeconfig(WEST, "new"), trust_domain="n.td"
+        )
+    )
+    await asyncio.sleep(0.1)
+    status = await state_of(harness)
+    assert status.rotation.startswith("pending")
+    assert status.trust_domain == "west.local", "the identities served are the live ones"
+    cluster = harness.store.get("west")
+    assert cluster is not None and cluster.credentials.trust_domain == "west.local"
+    assert harness.notified == before
+
+    del new.refuse_lists[REMOTE_PATHS["pods"]]  # the new credentials now work
+    status = await eventually(
+        lambda: state_of(harness),
+        lambda s: s.rotation is None,
+        what="the rotation applied",
+        timeout_s=5,
+    )
+    assert status.trust_domain == "n.td" and cluster.credentials.trust_domain == "n.td"
+    assert harness.notified > before, "listeners re-send identities when it went live"
+    assert sample_of(harness, "applied") == 1.0
+
+
+# -- races while links change --------------------------------------------------
+
+
+async def test_a_broken_secret_cancels_a_first_connection_being_built(
+    harness: Harness, remotes: Remotes
+) -> None:
+    remotes.add(WEST)
+    remotes.building = asyncio.Event()  # clients take a while to build
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST)))
+    await asyncio.sleep(0.05)
+    assert len(remotes.clients) == 1
+    harness.upsert(secret("cluster-credentials-west", "west", config=None))
+    assert (await state_of(harness)).state is ClusterState.INVALID
+    remotes.building.set()
+    await asyncio.sleep(0.1)
+    status = await state_of(harness)
+    assert status.state is ClusterState.INVALID, "the old credentials never go live"
+    cluster = harness.store.get("west")
+    assert cluster is not None and cluster.live is None
+    assert remotes.clients[0].requests == []
+
+
+async def test_a_connection_stopped_before_it_ran_closes_its_client(
+    harness: Harness, remotes: Remotes
+) -> None:
+    remotes.add(WEST)
+
+    def unlink_as_soon_as_live() -> None:
+        cluster = harness.store.get("west")
+        if cluster is not None and cluster.live is not None:
+            # In the very step that started its watches: the task never runs.
+            harness.delete("cluster-credentials-west")
+
+    harness.store.add_listener(unlink_as_soon_as_live)
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST)))
+    await eventually(
+        lambda: _async(harness.store.get("west")), lambda c: c is None, what="unlinked"
+    )
+    await eventually(
+        lambda: _async(remotes.clients[0].closed), bool, what="its client closed", timeout_s=2
+    )
+    assert remotes.clients[0].requests == []
