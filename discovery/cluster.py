@@ -116,14 +116,30 @@ class ClusterCache:
         self._metrics.forget_cluster(self.name)
 
     def _flush(self) -> None:
+        """Refresh the topics of a batch (runs from the event loop, via call_soon).
+
+        An exception here would otherwise reach asyncio's default handler as
+        plain stderr: it is logged with the cluster's name instead, and one
+        failing listener does not keep the others from hearing of the batch.
+        """
         if self._closed:
             return
         pending, self._pending = self._pending, set()
         since, self._pending_since = self._pending_since, None
-        if self.topics.refresh(pending) and since is not None:
-            # Only batches that reached subscribers: the fan-out share that is ours.
-            self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - since)
         changed_objects, self._pending_objects = self._pending_objects, set()
+        try:
+            if self.topics.refresh(pending) and since is not None:
+                # Only batches that reached subscribers: the fan-out share that is ours.
+                self._metrics.event_to_enqueue.labels(self.name).observe(
+                    time.perf_counter() - since
+                )
+        except Exception:
+            log.exception("flush_failed", cluster=self.name, services=len(pending))
         if changed_objects:
             for listener in self._service_listeners:
-                listener(changed_objects)
+                try:
+                    listener(changed_objects)
+                except Exception:
+                    log.exception(
+                        "service_listener_failed", cluster=self.name, listener=repr(listener)
+                    )

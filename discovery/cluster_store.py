@@ -40,6 +40,7 @@ Where Linkerd's controller falls short, and what is done here instead:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ from .models import ClusterCredentials, ClusterName, Kind, ObjectRef
 from .ports import PortSet
 from .project import CLUSTER_NAME_LABEL, CREDENTIALS_SECRET_TYPE
 from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted, secrets_path
+from .sanitize import printable
 from .transport import ApiTransport, remote_transport_from_kubeconfig
 
 log = structlog.get_logger("discovery.cluster_store")
@@ -302,18 +304,21 @@ class ClusterStore:
             desired[credentials.cluster] = credentials
         changed = False
         for name in [n for n in self._clusters if n not in desired]:
-            self._unlink(self._clusters[name])
+            with _own_failure(name, "unlink"):
+                self._unlink(self._clusters[name])
             changed = True
         for name, credentials in desired.items():
             cluster = self._clusters.get(name)
-            if cluster is None:
-                self._link(credentials)
-                changed = True
-            elif cluster.desired != credentials:
-                # Once per distinct Secret content: a relist, or another cluster's Secret
-                # changing, must not retry (or count again) what was already decided.
-                cluster.desired = credentials
-                changed |= self._update(cluster, credentials)
+            # One cluster's failure here must not keep the others from being reconciled.
+            with _own_failure(name, "reconcile"):
+                if cluster is None:
+                    changed = True
+                    self._link(credentials)
+                elif cluster.desired != credentials:
+                    # Once per distinct Secret content: a relist, or another cluster's Secret
+                    # changing, must not retry (or count again) what was already decided.
+                    cluster.desired = credentials
+                    changed |= self._update(cluster, credentials)
         self._metrics.cluster_store_size.set(len(self._clusters))
         if changed:
             self._notify()
@@ -427,7 +432,7 @@ class ClusterStore:
             self._connect(cluster, credentials, staged=staged),
             name=f"connect {cluster.name}",
         )
-        self._track(task)
+        self._track(task, cluster)
         if staged:
             self._cancel_rotation(cluster)
             cluster.staging = task
@@ -462,7 +467,7 @@ class ClusterStore:
                 self._metrics.credential_rotations.labels(cluster.name, "rejected").inc()
             else:
                 self._set_state(cluster, ClusterState.INVALID, problem)
-                self._notify()
+                self._notify(cluster)
             return
         if not self._connecting(cluster, attempt, staged=staged):
             # A newer Secret (or an unlink) came while the client was built: these
@@ -494,7 +499,7 @@ class ClusterStore:
             if previous is not None:
                 previous.task.cancel()
             self._set_state(cluster, ClusterState.CONNECTING, None)
-            self._notify()
+            self._notify(cluster)
 
     def _connecting(
         self, cluster: RemoteCluster, attempt: asyncio.Task[object] | None, *, staged: bool
@@ -516,18 +521,56 @@ class ClusterStore:
         before it first runs never executes its body, and its session would leak.
         """
         task = asyncio.create_task(connection.run(), name=f"watches {cluster.name}")
-        self._track(task)
+        self._track(task, cluster)
         task.add_done_callback(lambda _: self._close_later(connection))
         return task
 
     def _close_later(self, connection: Connection) -> None:
         closing = asyncio.create_task(connection.close(), name=f"close {connection.cluster}")
         self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        closing.add_done_callback(lambda done: self._closed(done, connection.cluster))
 
-    def _track(self, task: asyncio.Task[None]) -> None:
+    def _closed(self, closing: asyncio.Task[None], cluster: str) -> None:
+        self._closing.discard(closing)
+        if not closing.cancelled() and closing.exception() is not None:
+            log.error("client_close_failed", cluster=cluster, exc_info=closing.exception())
+
+    def _track(self, task: asyncio.Task[None], cluster: RemoteCluster) -> None:
+        """Keep `task` until it ends; then log its exception, if any, with the cluster."""
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._task_ended(done, cluster))
+
+    def _task_ended(self, task: asyncio.Task[None], cluster: RemoteCluster) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        log.error("cluster_task_failed", cluster=cluster.name, task=task.get_name(), exc_info=error)
+        if not self._alive(cluster):
+            return
+        orphaned_rotation = (
+            cluster.rotation_deadline is not None
+            and cluster.staging is None
+            and cluster.staged is None
+        )
+        if orphaned_rotation:  # the staged connection failed to start
+            self._abandon_rotation(cluster, f"internal error: {type(error).__name__}")
+            return
+        broken = cluster.live is not None and cluster.live.task is task
+        never_started = cluster.live is None and cluster.starting is None
+        if broken or never_started:
+            # Nothing feeds the cluster any more: say so, rather than show a state for ever.
+            self._set_state(
+                cluster,
+                ClusterState.STALE if cluster.cache.synced else ClusterState.FAILING,
+                printable(f"internal error, {task.get_name()}: {error!r}", 300),
+            )
+            self._notify(cluster)
+
+    def _alive(self, cluster: RemoteCluster) -> bool:
+        return self._clusters.get(cluster.name) is cluster
 
     def _connection_changed(self, cluster: RemoteCluster, connection: Connection) -> None:
         if self._clusters.get(cluster.name) is not cluster:
@@ -563,7 +606,7 @@ class ClusterStore:
         log.info("credentials_rotated", cluster=cluster.name, objects_replayed=replayed)
         self._refresh_state(cluster)
         if _names(previous) != _names(cluster.credentials):
-            self._notify()  # identities (trust domain) change only now
+            self._notify(cluster)  # identities (trust domain) change only now
 
     def _rotation_overdue(self, cluster: RemoteCluster) -> None:
         cluster.rotation_deadline = None
@@ -584,14 +627,14 @@ class ClusterStore:
 
     def _abandon_rotation(self, cluster: RemoteCluster, reason: str) -> None:
         """Give up new credentials that do not sync; the old connection keeps serving."""
-        if cluster.staged is None and cluster.staging is None:
-            return
-        secret = str(cluster.staged.credentials.ref) if cluster.staged else None
         self._cancel_rotation(cluster)
         cluster.rotation = f"abandoned: {reason}; the old credentials keep serving"
         self._metrics.credential_rotations.labels(cluster.name, "abandoned").inc()
         log.error(
-            "credentials_rotation_abandoned", cluster=cluster.name, secret=secret, reason=reason
+            "credentials_rotation_abandoned",
+            cluster=cluster.name,
+            secret=str(cluster.desired.ref),
+            reason=reason,
         )
 
     def _refresh_state(self, cluster: RemoteCluster) -> None:
@@ -614,7 +657,7 @@ class ClusterStore:
         was_serving = cluster.serving
         self._set_state(cluster, state, error)
         if cluster.serving != was_serving:
-            self._notify()
+            self._notify(cluster)
 
     def _set_state(self, cluster: RemoteCluster, state: ClusterState, error: str | None) -> None:
         cluster.error = error
@@ -640,14 +683,24 @@ class ClusterStore:
             )
 
     def _withdraw(self, cluster: RemoteCluster) -> None:
+        """The withdraw timer (a loop callback): its failures are logged, with the cluster."""
         cluster.withdraw_timer = None
-        if cluster.state is ClusterState.STALE and self._clusters.get(cluster.name) is cluster:
-            self._set_state(cluster, ClusterState.WITHDRAWN, cluster.error)
-            self._notify()
+        with _own_failure(cluster.name, "withdraw"):
+            if cluster.state is ClusterState.STALE and self._alive(cluster):
+                self._set_state(cluster, ClusterState.WITHDRAWN, cluster.error)
+                self._notify(cluster)
 
-    def _notify(self) -> None:
+    def _notify(self, cluster: RemoteCluster | None = None) -> None:
+        """Tell every listener; one that fails is logged and does not stop the others."""
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:
+                log.exception(
+                    "store_listener_failed",
+                    cluster=cluster.name if cluster is not None else None,
+                    listener=repr(listener),
+                )
 
     def _status(self, cluster: RemoteCluster) -> ClusterStatus:
         credentials = cluster.credentials
@@ -667,6 +720,15 @@ class ClusterStore:
             objects={kind.value: sizes[kind] for kind in REMOTE_KINDS},
             rotation=cluster.rotation,
         )
+
+
+@contextlib.contextmanager
+def _own_failure(cluster: str, action: str) -> Iterator[None]:
+    """An exception while handling one cluster is logged with its name, and goes no further."""
+    try:
+        yield
+    except Exception:
+        log.exception("cluster_action_failed", cluster=cluster, action=action)
 
 
 def _names(credentials: ClusterCredentials) -> tuple[str, str]:

@@ -223,6 +223,13 @@ class Connection:
         self._held_kinds.clear()
         self._held.replay(self._sink)
 
+    def _release_overdue(self) -> None:
+        """The hold timer (a loop callback): its failures are logged, with the cluster."""
+        try:
+            self._release()
+        except Exception:
+            log.exception("recovery_hold_release_failed", cluster=self.cluster)
+
     def _hold_overflowed(self) -> None:
         """Too much held: deliver it now, not atomically, rather than hold more."""
         log.warning(
@@ -255,7 +262,7 @@ class Connection:
                     self._release()
                 elif self._hold_timer is None:
                     self._hold_timer = asyncio.get_running_loop().call_later(
-                        HOLD_MAX_S, self._release
+                        HOLD_MAX_S, self._release_overdue
                     )
         else:
             self.errors[reflector.kind] = error

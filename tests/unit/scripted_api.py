@@ -114,6 +114,13 @@ async def _stream(lines: Iterable[bytes], *, then: str, delay_s: float) -> Async
         await asyncio.Event().wait()
 
 
+async def _until_cut(lines: Iterable[bytes], cut: asyncio.Event) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line
+    await cut.wait()
+    raise ConnectionResetError("connection reset by peer")
+
+
 def reply(status: int = 200, body: object = b"") -> ScriptedResponse:
     """A whole response: bytes as they are, anything else as JSON."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -237,6 +244,11 @@ class ScriptedCluster:
     silent: bool = False
     version: int = 1
     _resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    _cuts: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def cut_watches(self, path: str) -> None:
+        """Open watches of `path` fail as if the connection were reset."""
+        self._cuts.pop(path, asyncio.Event()).set()
 
     def go_silent(self) -> None:
         self.silent = True
@@ -256,7 +268,9 @@ class ScriptedCluster:
             if status is not None:
                 return reply(status, status_body(status, "Refused", "watch refused"))
             events, self.events[request.path] = self.events.get(request.path, []), []
-            return watch_reply(events)
+            cut = self._cuts.setdefault(request.path, asyncio.Event())
+            lines = [json.dumps(event).encode() + b"\n" for event in events]
+            return ScriptedResponse(200, _until_cut(lines, cut))
         status = self.refuse_lists.get(request.path)
         if status is not None:
             return reply(status, status_body(status, "Refused", "list refused"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -27,10 +28,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from discovery import cluster_store as cluster_store_module
 from discovery import connection as connection_module
+from discovery import reflector as reflector_module
 from discovery.cluster_store import (
     ClusterState,
     ClusterStore,
     ClusterStoreCollector,
+    StalenessPolicy,
 )
 from discovery.kubeconfig import parse_kubeconfig
 from discovery.metrics import DiscoveryMetrics
@@ -42,6 +45,7 @@ from discovery.topics import AddressDiff, AddressSnapshot, ViewKey
 from discovery.transport import KubernetesClientTransport
 from tests.kube.workloads import eventually
 from tests.unit import builders as b
+from tests.unit.log_recorder import LogRecorder
 from tests.unit.scripted_api import REMOTE_PATHS, ScriptedApi, ScriptedCluster
 
 
@@ -586,3 +590,87 @@ async def test_a_connection_stopped_before_it_ran_closes_its_client(
         lambda: _async(remotes.clients[0].closed), bool, what="its client closed", timeout_s=2
     )
     assert remotes.clients[0].requests == []
+
+
+# -- staleness and failures ------------------------------------------------------
+
+
+async def test_a_cluster_whose_watch_keeps_being_refused_is_withdrawn_on_time(
+    harness: Harness, remotes: Remotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reflector_module, "BACKOFF_INITIAL_S", 0.02)
+    monkeypatch.setattr(reflector_module, "BACKOFF_MAX_S", 0.1)
+    logs = LogRecorder()
+    monkeypatch.setattr(cluster_store_module, "log", logs)
+    harness.store.staleness = StalenessPolicy(withdraw_after_s=0.6)
+    west = remotes.add(WEST)
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST)))
+    await wait_state(harness, ClusterState.SYNCED)
+    # Pods can still be listed, but no longer watched: every cycle lists fine.
+    west.refuse_watches[REMOTE_PATHS["pods"]] = 403
+    west.cut_watches(REMOTE_PATHS["pods"])
+    status = await wait_state(harness, ClusterState.WITHDRAWN, timeout_s=3)
+    assert "Pod: HTTP 403" in (status.error or "")
+    changes = [r["state"] for r in logs.named("cluster_state") if r["previous"] != "connecting"]
+    assert changes == ["stale", "withdrawn"], "no flip back to synced on each relist"
+    assert len(remotes.clients[0].lists(REMOTE_PATHS["pods"])) <= 12
+
+
+async def test_a_failure_in_the_withdraw_timer_is_logged_with_the_cluster(
+    harness: Harness,
+    remotes: Remotes,
+    monkeypatch: pytest.MonkeyPatch,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    logs = LogRecorder()
+    monkeypatch.setattr(cluster_store_module, "log", logs)
+    harness.store.staleness = StalenessPolicy(withdraw_after_s=0.2)
+    west = remotes.add(WEST)
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST)))
+    await wait_state(harness, ClusterState.SYNCED)
+
+    def broken() -> None:
+        if harness.store.statuses()[0].state is ClusterState.WITHDRAWN:
+            raise RuntimeError("listener bug")
+
+    harness.store._listeners.insert(0, broken)
+    before = harness.notified
+    west.refuse_lists[REMOTE_PATHS["pods"]] = 503
+    west.cut_watches(REMOTE_PATHS["pods"])
+    await wait_state(harness, ClusterState.WITHDRAWN, timeout_s=3)
+    await asyncio.sleep(0.05)
+    assert harness.notified == before + 1, "the other listeners still heard of the withdrawal"
+    [record] = logs.named("store_listener_failed")
+    assert record["cluster"] == "west" and isinstance(record["exc_info"], RuntimeError)
+    assert loop_errors == []
+
+
+async def test_a_task_that_fails_is_logged_with_the_cluster_and_shown(
+    harness: Harness,
+    remotes: Remotes,
+    monkeypatch: pytest.MonkeyPatch,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    logs = LogRecorder()
+    monkeypatch.setattr(cluster_store_module, "log", logs)
+
+    def broken_connection(**kwargs: object) -> None:
+        raise RuntimeError("a bug building the connection")
+
+    monkeypatch.setattr(cluster_store_module, "Connection", broken_connection)
+    remotes.add(WEST)
+    remotes.add("https://north.example:6443")
+    harness.list(
+        secret("cluster-credentials-west", "west", config=kubeconfig(WEST)),
+        secret(
+            "cluster-credentials-north", "north", config=kubeconfig("https://north.example:6443")
+        ),
+    )
+    status = await wait_state(harness, ClusterState.FAILING)
+    assert "internal error" in (status.error or "") and "a bug building" in status.error
+    failed = logs.named("cluster_task_failed")
+    assert sorted(r["cluster"] for r in failed) == ["north", "west"]
+    assert all(isinstance(r["exc_info"], RuntimeError) for r in failed)
+    gc.collect()  # an exception never retrieved would be reported now
+    await asyncio.sleep(0)
+    assert loop_errors == []

@@ -25,6 +25,7 @@ from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ObjectRef
 from discovery.reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted
 from tests.unit import builders as b
+from tests.unit.log_recorder import LogRecorder
 
 
 class Recorder:
@@ -245,3 +246,26 @@ async def test_a_recovery_hold_that_grows_too_large_is_released_early(
     delivered = {e.record.ref.name for e in sink.events if isinstance(e, Upserted)}
     delivered |= {r.ref.name for e in sink.events if isinstance(e, Listed) for r in e.records}
     assert delivered == {f"s{i}" for i in range(40)}, "released, never dropped"
+
+
+async def test_a_failure_when_the_hold_timer_releases_is_logged_with_the_cluster(
+    monkeypatch: pytest.MonkeyPatch, loop_errors: list[dict[str, Any]]
+) -> None:
+    monkeypatch.setattr(connection_module, "HOLD_MAX_S", 0.05)
+    logs = LogRecorder()
+    monkeypatch.setattr(connection_module, "log", logs)
+
+    def broken(event: ReflectorEvent, received: float) -> None:
+        if connection.synced.is_set() and not connection.holding:
+            raise RuntimeError("sink bug")
+
+    connection = new_connection(broken)  # type: ignore[arg-type]
+    for kind in (Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.POD):
+        lists(connection, kind)
+    fails(connection, Kind.ENDPOINT_SLICE)
+    fails(connection, Kind.POD)
+    lists(connection, Kind.ENDPOINT_SLICE)
+    await asyncio.sleep(0.1)
+    [record] = logs.named("recovery_hold_release_failed")
+    assert record["cluster"] == "west" and isinstance(record["exc_info"], RuntimeError)
+    assert loop_errors == []

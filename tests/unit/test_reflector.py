@@ -30,6 +30,7 @@ from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind
 from discovery.reflector import ApiError, Reflector, ReflectorEvent
 from tests.unit import builders as b
+from tests.unit.log_recorder import LogRecorder
 from tests.unit.scripted_api import (
     Request,
     ScriptedApi,
@@ -334,3 +335,37 @@ async def test_watch_event_types_come_from_a_fixed_set(
         if sample.name == "watch_events_total"
     }
     assert types == {"ADDED": 1.0, "BOOKMARK": 1.0, "other": 20.0}
+
+
+async def test_a_failing_health_callback_is_logged_and_the_watch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logs = LogRecorder()
+    monkeypatch.setattr(reflector_module, "log", logs)
+
+    async def route(request: Request) -> ScriptedResponse:
+        return forbidden()
+
+    def broken(reflector: Reflector, error: str | None) -> None:
+        raise RuntimeError("owner bug")
+
+    api = ScriptedApi(route)
+    reflector = Reflector(
+        cluster=ClusterName("west"),
+        kind=Kind.SERVICE,
+        api=api,  # type: ignore[arg-type]
+        on_event=lambda event, received: None,
+        metrics=DiscoveryMetrics(CollectorRegistry()),
+        on_health=broken,
+    )
+    task = asyncio.create_task(reflector.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert not task.done(), "the reflector outlives its owner's bug"
+        assert len(api.lists()) >= 3
+        record = logs.named("health_callback_failed")[0]
+        assert (record["cluster"], record["kind"]) == ("west", "Service")
+        assert isinstance(record["exc_info"], RuntimeError)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
