@@ -34,13 +34,14 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import aiohttp
 import structlog
 
 from .index import record_key
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ObjectRef
 from .project import Record
-from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted
+from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted, describe_error
 from .transport import ApiTransport
 
 log = structlog.get_logger("discovery.connection")
@@ -48,6 +49,15 @@ log = structlog.get_logger("discovery.connection")
 EventSink = Callable[[ReflectorEvent, float], None]
 
 HOLD_MAX_S = 10.0
+# Liveness: a probe every LIVENESS_INTERVAL_S, each given LIVENESS_TIMEOUT_S;
+# LIVENESS_FAILURES in a row and the API server counts as gone. A server that
+# stops answering just after a probe is found within
+# LIVENESS_INTERVAL_S + LIVENESS_FAILURES * LIVENESS_TIMEOUT_S (11 s).
+LIVENESS_PATH = "/livez"
+LIVENESS_INTERVAL_S = 3.0
+LIVENESS_TIMEOUT_S = 4.0
+LIVENESS_FAILURES = 2
+LIVENESS_BODY_MAX_BYTES = 1024
 # The most objects held back (a recovery hold, a staged rotation). Above any
 # real cluster (Kubernetes' own limits: 150,000 pods, 10,000 services), so it
 # only stops a remote that invents objects faster than we can give up on it.
@@ -164,6 +174,8 @@ class Connection:
         self._held = StagedEvents(on_overflow=self._hold_overflowed)
         self._hold_timer: asyncio.TimerHandle | None = None
         self.errors: dict[Kind, str] = {}
+        self.liveness_error: str | None = None  # the API server stopped answering probes
+        self._unresponsive_since = 0.0
         self.synced = asyncio.Event()
         self.synced_at: float | None = None  # wall-clock time of the first full sync
         self.started_at = time.time()
@@ -183,7 +195,7 @@ class Connection:
 
     @property
     def failing(self) -> bool:
-        return bool(self.errors)
+        return bool(self.errors) or self.liveness_error is not None
 
     @property
     def watching(self) -> bool:
@@ -192,12 +204,16 @@ class Connection:
 
     def error_summary(self) -> str | None:
         """The errors of failing kinds in one line; identical errors are told once."""
-        if not self.errors:
+        if not self.failing:
             return None
         by_error: dict[str, list[str]] = {}
         for kind, error in sorted(self.errors.items(), key=lambda item: item[0].value):
-            by_error.setdefault(error, []).append(kind.value)
-        return "; ".join(f"{'/'.join(kinds)}: {error}" for error, kinds in by_error.items())
+            if error != self.liveness_error:  # kinds interrupted by it: told once, below
+                by_error.setdefault(error, []).append(kind.value)
+        parts = [f"{'/'.join(kinds)}: {error}" for error, kinds in by_error.items()]
+        if self.liveness_error is not None:
+            parts.insert(0, self.liveness_error)
+        return "; ".join(parts)
 
     def retarget(self, sink: EventSink) -> None:
         """Send every later event to `sink` (a staged connection going live)."""
@@ -241,12 +257,83 @@ class Connection:
         self._release()
 
     async def run(self) -> None:
-        """Run every reflector until cancelled; they retry on their own."""
+        """Run every reflector, and the liveness probe, until cancelled; they retry on their own."""
         async with asyncio.TaskGroup() as group:
             for reflector in self.reflectors:
                 group.create_task(
                     reflector.run(), name=f"reflector {self.cluster}/{reflector.kind.value}"
                 )
+            group.create_task(self._watch_liveness(), name=f"liveness {self.cluster}")
+
+    # -- liveness ------------------------------------------------------------------
+
+    async def _watch_liveness(self) -> None:
+        """Probe the API server every LIVENESS_INTERVAL_S, whatever its watches are doing.
+
+        A server that stops answering (stopped, hung, a network that drops packets
+        without resetting connections) leaves watches open and silent: TCP
+        keepalive cannot tell, since a stopped process's kernel still answers, and
+        a quiet watch is normal. LIVENESS_FAILURES probes in a row without an HTTP
+        answer mark the connection failing (its cluster stale) and interrupt the
+        watches, which then relist with backoff; the first answer again clears it.
+        """
+        loop = asyncio.get_running_loop()
+        failures = 0
+        delay = LIVENESS_INTERVAL_S
+        while True:
+            await asyncio.sleep(delay)
+            started = loop.time()
+            try:
+                async with asyncio.timeout(LIVENESS_TIMEOUT_S):
+                    await self._probe()
+            except Exception as err:  # no HTTP answer, whatever the reason
+                failures += 1
+                if failures == LIVENESS_FAILURES:
+                    detail = "no answer" if isinstance(err, TimeoutError) else describe_error(err)
+                    self._unresponsive(
+                        f"API server not answering: {LIVENESS_FAILURES} liveness probes "
+                        f"failed ({detail}, {LIVENESS_TIMEOUT_S:g}s timeout)"
+                    )
+            else:
+                if self.liveness_error is not None:
+                    self._responsive()
+                failures = 0
+            # Probes start LIVENESS_INTERVAL_S apart, or back to back when they time out.
+            delay = max(0.0, LIVENESS_INTERVAL_S - (loop.time() - started))
+
+    async def _probe(self) -> None:
+        """One request that any HTTP answer (even 401 or 503) proves the server alive."""
+        response = await self.api.request(
+            "GET",
+            LIVENESS_PATH,
+            client_timeout=aiohttp.ClientTimeout(total=LIVENESS_TIMEOUT_S),
+        )
+        async with response:
+            await response.content.read(LIVENESS_BODY_MAX_BYTES)
+
+    def _unresponsive(self, reason: str) -> None:
+        self.liveness_error = reason
+        self._unresponsive_since = time.monotonic()
+        log.warning("api_server_unresponsive", cluster=self.cluster, reason=reason)
+        for reflector in self.reflectors:
+            reflector.interrupt(reason)
+        self._changed()
+
+    def _responsive(self) -> None:
+        self.liveness_error = None
+        silent_s = time.monotonic() - self._unresponsive_since
+        log.info("api_server_answering_again", cluster=self.cluster, after_s=round(silent_s, 1))
+        for reflector in self.reflectors:
+            reflector.wake()  # retry now rather than at the end of a long backoff
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("connection_change_callback_failed", cluster=self.cluster)
 
     async def close(self) -> None:
         if self._hold_timer is not None:
@@ -271,5 +358,4 @@ class Connection:
         if not self.synced.is_set() and all(r.synced.is_set() for r in self.reflectors):
             self.synced_at = time.time()
             self.synced.set()
-        if self._on_change is not None:
-            self._on_change()
+        self._changed()

@@ -674,3 +674,24 @@ async def test_a_task_that_fails_is_logged_with_the_cluster_and_shown(
     gc.collect()  # an exception never retrieved would be reported now
     await asyncio.sleep(0)
     assert loop_errors == []
+
+
+async def test_a_silent_remote_is_stale_within_seconds_keeps_its_endpoints_and_recovers(
+    harness: Harness, remotes: Remotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection_module, "LIVENESS_INTERVAL_S", 0.1)
+    monkeypatch.setattr(connection_module, "LIVENESS_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(reflector_module, "BACKOFF_MAX_S", 0.1)
+    west = remotes.add(WEST)
+    harness.list(secret("cluster-credentials-west", "west", config=kubeconfig(WEST)))
+    await wait_state(harness, ClusterState.SYNCED)
+    west.go_silent()  # a stopped process: connections stay open, nothing answers
+    started = time.monotonic()
+    status = await wait_state(harness, ClusterState.STALE, timeout_s=2)
+    assert time.monotonic() - started < 1.0  # 0.1 + 2 x 0.1 s, plus the loop's latency
+    assert (status.error or "").startswith("API server not answering")
+    assert status.objects == {"Service": 1, "EndpointSlice": 1, "Pod": 1}, "kept, not dropped"
+    assert harness.store.serving("west") is not None
+    west.resume()
+    status = await wait_state(harness, ClusterState.SYNCED, timeout_s=3)
+    assert status.error is None

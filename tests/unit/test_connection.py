@@ -5,8 +5,12 @@ per kind and summarized once per distinct error; after an outage the events
 of failed kinds are held until every failed kind has listed again, then
 delivered in order in one go, while kinds that never failed keep flowing; a
 kind that stays down releases the hold after `HOLD_MAX_S`; `retarget` sends
-later events elsewhere. Reflectors do not run: the test plays their part
-through the two callbacks a reflector calls (events, then health).
+later events elsewhere. In most tests reflectors do not run: the test plays
+their part through the two callbacks a reflector calls (events, then
+health). Held events are kept per object and bounded (StagedEvents). The
+liveness tests run the reflectors and the probe over a scripted transport: a
+server that goes silent fails the connection within an interval and two
+probe timeouts, and interrupts its watches; any HTTP answer counts as alive.
 """
 
 from __future__ import annotations
@@ -20,12 +24,24 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from discovery import connection as connection_module
+from discovery import reflector as reflector_module
 from discovery.connection import Connection, StagedEvents
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ObjectRef
 from discovery.reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted
+from tests.kube.workloads import eventually
 from tests.unit import builders as b
 from tests.unit.log_recorder import LogRecorder
+from tests.unit.scripted_api import (
+    REMOTE_PATHS,
+    Request,
+    ScriptedApi,
+    ScriptedCluster,
+    ScriptedResponse,
+    list_reply,
+    reply,
+    watch_reply,
+)
 
 
 class Recorder:
@@ -269,3 +285,87 @@ async def test_a_failure_when_the_hold_timer_releases_is_logged_with_the_cluster
     [record] = logs.named("recovery_hold_release_failed")
     assert record["cluster"] == "west" and isinstance(record["exc_info"], RuntimeError)
     assert loop_errors == []
+
+
+# -- liveness ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection_module, "LIVENESS_INTERVAL_S", 0.05)
+    monkeypatch.setattr(connection_module, "LIVENESS_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(reflector_module, "BACKOFF_INITIAL_S", 0.01)
+    monkeypatch.setattr(reflector_module, "BACKOFF_MAX_S", 0.05)
+
+
+async def test_a_silent_api_server_fails_the_connection_and_interrupts_its_watches(
+    fast_liveness: None,
+) -> None:
+    remote = ScriptedCluster()
+    remote.items[REMOTE_PATHS["services"]] = [b.service()]
+    sink = Recorder()
+    registry = CollectorRegistry()
+    connection = Connection(
+        cluster=ClusterName("west"),
+        api=remote.api(),  # type: ignore[arg-type]
+        kinds=(Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.POD),
+        sink=sink,
+        metrics=DiscoveryMetrics(registry),
+    )
+    task = asyncio.create_task(connection.run())
+    try:
+        await eventually(
+            lambda: _async(connection.watching), bool, what="every watch open", timeout_s=2
+        )
+        loop = asyncio.get_running_loop()
+        silent_at = loop.time()
+        remote.go_silent()  # open watches stay open, and nothing answers any more
+        await eventually(lambda: _async(connection.failing), bool, what="failing", timeout_s=2)
+        # One interval, then two probes of 0.05 s each (and the loop's own latency).
+        assert loop.time() - silent_at < 0.5
+        assert (connection.error_summary() or "").startswith("API server not answering")
+        for kind in ("Service", "EndpointSlice", "Pod"):
+            labels = {"cluster": "west", "kind": kind, "reason": "interrupted"}
+            assert registry.get_sample_value("watch_restarts_total", labels) == 1.0
+        sink.events.clear()
+
+        remote.resume()
+        await eventually(
+            lambda: _async(not connection.failing and connection.watching),
+            bool,
+            what="recovered",
+            timeout_s=2,
+        )
+        listed = {e.kind for e in sink.events if isinstance(e, Listed)}
+        assert listed == {Kind.SERVICE, Kind.ENDPOINT_SLICE, Kind.POD}, "relisted on return"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_any_http_answer_counts_as_alive(fast_liveness: None) -> None:
+    async def route(request: Request) -> ScriptedResponse:
+        if request.path == "/livez":
+            return reply(401, b"Unauthorized")  # alive, whatever it thinks of us
+        return watch_reply() if request.watch else list_reply()
+
+    api = ScriptedApi(route)
+    connection = Connection(
+        cluster=ClusterName("west"),
+        api=api,  # type: ignore[arg-type]
+        kinds=(Kind.SERVICE,),
+        sink=Recorder(),
+        metrics=DiscoveryMetrics(CollectorRegistry()),
+    )
+    task = asyncio.create_task(connection.run())
+    try:
+        await asyncio.sleep(0.4)
+        assert len([r for r in api.requests if r.path == "/livez"]) >= 4
+        assert not connection.failing and connection.watching
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _async(value: object) -> object:
+    return value
