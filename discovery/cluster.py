@@ -20,7 +20,6 @@ objects the batch changed; endpoint-only changes never reach them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -60,6 +59,7 @@ class ClusterCache:
         self._pending_objects: set[ServiceRef] = set()  # Service objects themselves changed
         self._pending_since: float | None = None
         self._service_listeners: list[ServiceListener] = []
+        self._closed = False
 
     @property
     def synced(self) -> bool:
@@ -86,6 +86,8 @@ class ClusterCache:
 
     def apply(self, event: ReflectorEvent, received: float) -> None:
         """Apply one event from a reflector (or from a test feeding events itself)."""
+        if self._closed:
+            return  # a late event of an unlinked cluster's connection
         affected: set[ServiceRef]
         if isinstance(event, Listed):
             affected = self.index.replace(event.kind, event.records)
@@ -104,22 +106,40 @@ class ClusterCache:
             self.index.sizes()[event.kind]
         )
 
-    def forget_metrics(self) -> None:
-        """An unlinked cluster's gauges go away with it."""
-        for kind in Kind:
-            with contextlib.suppress(KeyError):
-                self._metrics.cache_size.remove(self.name, kind.value)
-        for gauge in (self._metrics.cluster_synced, self._metrics.topics):
-            with contextlib.suppress(KeyError):
-                gauge.remove(self.name)
+    def close(self) -> None:
+        """The cluster is unlinked: later events and flushes are ignored, its series go.
+
+        Every discovery metric series labelled with this cluster is removed, and
+        none comes back: nothing of this cache writes to a metric any more.
+        """
+        self._closed = True
+        self._metrics.forget_cluster(self.name)
 
     def _flush(self) -> None:
+        """Refresh the topics of a batch (runs from the event loop, via call_soon).
+
+        An exception here would otherwise reach asyncio's default handler as
+        plain stderr: it is logged with the cluster's name instead, and one
+        failing listener does not keep the others from hearing of the batch.
+        """
+        if self._closed:
+            return
         pending, self._pending = self._pending, set()
         since, self._pending_since = self._pending_since, None
-        if self.topics.refresh(pending) and since is not None:
-            # Only batches that reached subscribers: the fan-out share that is ours.
-            self._metrics.event_to_enqueue.labels(self.name).observe(time.perf_counter() - since)
         changed_objects, self._pending_objects = self._pending_objects, set()
+        try:
+            if self.topics.refresh(pending) and since is not None:
+                # Only batches that reached subscribers: the fan-out share that is ours.
+                self._metrics.event_to_enqueue.labels(self.name).observe(
+                    time.perf_counter() - since
+                )
+        except Exception:
+            log.exception("flush_failed", cluster=self.name, services=len(pending))
         if changed_objects:
             for listener in self._service_listeners:
-                listener(changed_objects)
+                try:
+                    listener(changed_objects)
+                except Exception:
+                    log.exception(
+                        "service_listener_failed", cluster=self.name, listener=repr(listener)
+                    )

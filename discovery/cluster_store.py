@@ -11,10 +11,18 @@ Where Linkerd's controller falls short, and what is done here instead:
 
 * Secret updates (credential rotation) are applied. The new credentials get a
   connection of their own, *staged*: it lists everything while the old one
-  keeps serving, and goes live only once every watch has listed. Its lists
-  then replace the cache's contents in one batch, so streams receive only
-  what really differs: normally nothing. New credentials that do not work
-  leave the old connection serving; the status says why.
+  keeps serving, and goes live only once every kind has listed and its watch
+  is open. Its lists then replace the cache's contents in one batch, so
+  streams receive only what really differs: normally nothing. Until then the
+  status and the identities served (trust domain) are the old ones. New
+  credentials that do not work leave the old connection serving; the status
+  says why. Those that have not synced within ROTATION_DEADLINE_S, or whose
+  held objects pass STAGED_MAX_OBJECTS, are abandoned: their connection is
+  closed, the status says `abandoned: ...`, the old connection stays.
+* Each Secret content is acted upon once: a relist of the Secrets does not
+  retry (or count again) a rejected or abandoned rotation, and a newer Secret
+  cancels whatever an older one had started, including a first connection
+  whose client is still being built.
 * A cluster that is unreachable, refuses the credentials or never syncs only
   affects itself: its watches retry with backoff, its status and metrics say
   what is wrong, and the process stays up and ready.
@@ -32,6 +40,7 @@ Where Linkerd's controller falls short, and what is done here instead:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Callable, Iterator
@@ -42,16 +51,21 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .cluster import ClusterCache
-from .connection import REMOTE_KINDS, Connection, StagedEvents
+from .connection import REMOTE_KINDS, STAGED_MAX_OBJECTS, Connection, StagedEvents
 from .kubeconfig import KubeconfigError
 from .metrics import DiscoveryMetrics
 from .models import ClusterCredentials, ClusterName, Kind, ObjectRef
 from .ports import PortSet
 from .project import CLUSTER_NAME_LABEL, CREDENTIALS_SECRET_TYPE
 from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted, secrets_path
+from .sanitize import printable
 from .transport import ApiTransport, remote_transport_from_kubeconfig
 
 log = structlog.get_logger("discovery.cluster_store")
+
+# New credentials that have not listed and watched everything this long after
+# the Secret changed are abandoned (their connection closed, the old one kept).
+ROTATION_DEADLINE_S = 120.0
 
 
 class ClusterState(enum.StrEnum):
@@ -115,28 +129,35 @@ class ClusterStatus:
 
 @dataclass(eq=False)
 class _Live:
-    """A connection and the task running it."""
+    """A connection, the task running it, and the credentials it was built from."""
 
     connection: Connection
     task: asyncio.Task[None]
     server: str
+    credentials: ClusterCredentials
 
 
 @dataclass(eq=False)
 class RemoteCluster:
     name: ClusterName
-    credentials: ClusterCredentials
+    credentials: ClusterCredentials  # those in use (serving, or being tried first)
     cache: ClusterCache
     state: ClusterState = ClusterState.CONNECTING
     since: float = field(default_factory=time.time)
     error: str | None = None
     last_synced: float | None = None
     live: _Live | None = None
-    staged: _Live | None = None
+    staged: _Live | None = None  # new credentials syncing while `live` serves
     staged_events: StagedEvents | None = None
-    starting: asyncio.Task[None] | None = None  # building a client
+    starting: asyncio.Task[None] | None = None  # building the client of a first connection
+    staging: asyncio.Task[None] | None = None  # building the client of a staged one
     rotation: str | None = None
+    rotation_deadline: asyncio.TimerHandle | None = None
     withdraw_timer: asyncio.TimerHandle | None = None
+    desired: ClusterCredentials = field(init=False)  # the Secret's latest content, acted on once
+
+    def __post_init__(self) -> None:
+        self.desired = self.credentials
 
     @property
     def serving(self) -> bool:
@@ -171,6 +192,7 @@ class ClusterStore:
         self._clusters: dict[ClusterName, RemoteCluster] = {}
         self._listeners: list[StoreListener] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # clients of ended connections
         self._secret_reflector = Reflector(
             cluster=ClusterName(local_name),
             kind=Kind.SECRET,
@@ -242,6 +264,8 @@ class ClusterStore:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Their done-callbacks have started closing the clients: let them finish.
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def apply(self, event: ReflectorEvent, received: float) -> None:
         """A link Secret event (from the Secret watch, or from a test)."""
@@ -280,15 +304,21 @@ class ClusterStore:
             desired[credentials.cluster] = credentials
         changed = False
         for name in [n for n in self._clusters if n not in desired]:
-            self._unlink(self._clusters[name])
+            with _own_failure(name, "unlink"):
+                self._unlink(self._clusters[name])
             changed = True
         for name, credentials in desired.items():
             cluster = self._clusters.get(name)
-            if cluster is None:
-                self._link(credentials)
-                changed = True
-            elif cluster.credentials != credentials:
-                changed |= self._update(cluster, credentials)
+            # One cluster's failure here must not keep the others from being reconciled.
+            with _own_failure(name, "reconcile"):
+                if cluster is None:
+                    changed = True
+                    self._link(credentials)
+                elif cluster.desired != credentials:
+                    # Once per distinct Secret content: a relist, or another cluster's Secret
+                    # changing, must not retry (or count again) what was already decided.
+                    cluster.desired = credentials
+                    changed |= self._update(cluster, credentials)
         self._metrics.cluster_store_size.set(len(self._clusters))
         if changed:
             self._notify()
@@ -318,76 +348,113 @@ class ClusterStore:
 
     def _update(self, cluster: RemoteCluster, credentials: ClusterCredentials) -> bool:
         """Apply a changed Secret; returns whether listeners must hear of it."""
-        old = cluster.credentials
-        if credentials.problem:
-            if cluster.live is not None:
-                # Keep serving with the credentials that work; say why the new ones are not used.
-                cluster.rotation = f"rejected: {credentials.problem}"
-                self._metrics.credential_rotations.labels(cluster.name, "rejected").inc()
-                log.error("credentials_rejected", cluster=cluster.name, reason=credentials.problem)
-                return False
+        if cluster.live is None:
+            # Nothing serves yet: whatever was being tried gives way to the new Secret.
             cluster.credentials = credentials
-            self._set_state(cluster, ClusterState.INVALID, credentials.problem)
+            if credentials.problem:
+                self._cancel_start(cluster)
+                self._set_state(cluster, ClusterState.INVALID, credentials.problem)
+            else:
+                self._start(cluster, credentials, staged=False)
             return True
-        cluster.credentials = credentials
-        if credentials.kubeconfig == old.kubeconfig and not old.problem:
+        if credentials.problem:
+            # Keep serving with the credentials that work; say why the new ones are not used.
+            self._cancel_rotation(cluster)
+            cluster.rotation = f"rejected: {credentials.problem}"
+            self._metrics.credential_rotations.labels(cluster.name, "rejected").inc()
+            log.error("credentials_rejected", cluster=cluster.name, reason=credentials.problem)
+            return False
+        old = cluster.credentials
+        if credentials.kubeconfig == old.kubeconfig:
+            # The credentials in use: only the names changed, no reconnection. A rotation
+            # to other credentials under way is no longer what the Secret says.
+            self._cancel_rotation(cluster)
+            cluster.rotation = None
+            cluster.credentials = credentials
             log.info(
                 "cluster_metadata_updated",
                 cluster=cluster.name,
                 trust_domain=credentials.trust_domain,
                 cluster_domain=credentials.cluster_domain,
             )
-            return credentials.trust_domain != old.trust_domain
-        if cluster.live is None:
-            self._start(cluster, credentials, staged=False)
-            return True
+            return _names(credentials) != _names(old)
+        # Until the staged connection goes live, the status and the identities of
+        # streams stay those of the credentials in use.
         cluster.rotation = "pending: syncing with the new credentials"
         log.info("credentials_rotating", cluster=cluster.name, secret=str(credentials.ref))
         self._start(cluster, credentials, staged=True)
-        return credentials.trust_domain != old.trust_domain
+        return False
 
     def _unlink(self, cluster: RemoteCluster) -> None:
         del self._clusters[cluster.name]
         self._stop(cluster)
         cluster.state = ClusterState.INVALID
-        cluster.cache.forget_metrics()
+        cluster.cache.close()
         log.info("cluster_unlinked", cluster=cluster.name, secret=str(cluster.credentials.ref))
 
     def _stop(self, cluster: RemoteCluster) -> None:
-        for running in (cluster.live, cluster.staged):
-            if running is not None:
-                running.task.cancel()
-        if cluster.starting is not None:
-            cluster.starting.cancel()
+        self._cancel_rotation(cluster)
+        self._cancel_start(cluster)
+        if cluster.live is not None:
+            cluster.live.task.cancel()
+            cluster.live = None
         if cluster.withdraw_timer is not None:
             cluster.withdraw_timer.cancel()
-        cluster.live = cluster.staged = cluster.starting = None
+            cluster.withdraw_timer = None
+
+    def _cancel_start(self, cluster: RemoteCluster) -> None:
+        """Give up building the client of a first connection."""
+        if cluster.starting is not None:
+            cluster.starting.cancel()
+            cluster.starting = None
+
+    def _cancel_rotation(self, cluster: RemoteCluster) -> None:
+        """Give up a staged connection, or the building of one; the live one stays."""
+        if cluster.staging is not None:
+            cluster.staging.cancel()
+            cluster.staging = None
+        if cluster.staged is not None:
+            cluster.staged.task.cancel()
+            cluster.staged = None
+        if cluster.staged_events is not None:
+            cluster.staged_events.clear()
+            cluster.staged_events = None
+        if cluster.rotation_deadline is not None:
+            cluster.rotation_deadline.cancel()
+            cluster.rotation_deadline = None
 
     # -- connections -----------------------------------------------------------
 
     def _start(
         self, cluster: RemoteCluster, credentials: ClusterCredentials, *, staged: bool
     ) -> None:
-        if cluster.starting is not None:
-            cluster.starting.cancel()
-        if staged and cluster.staged is not None:
-            cluster.staged.task.cancel()
-            cluster.staged = None
         task = asyncio.create_task(
             self._connect(cluster, credentials, staged=staged),
             name=f"connect {cluster.name}",
         )
-        cluster.starting = task
-        self._track(task)
+        self._track(task, cluster)
+        if staged:
+            self._cancel_rotation(cluster)
+            cluster.staging = task
+            cluster.rotation_deadline = asyncio.get_running_loop().call_later(
+                ROTATION_DEADLINE_S, self._rotation_overdue, cluster
+            )
+        else:
+            self._cancel_start(cluster)
+            cluster.starting = task
 
     async def _connect(
         self, cluster: RemoteCluster, credentials: ClusterCredentials, *, staged: bool
     ) -> None:
+        attempt = asyncio.current_task()
         try:
             api = await remote_transport_from_kubeconfig(
                 credentials.kubeconfig, allow_insecure=self._allow_insecure
             )
         except Exception as err:  # any failure to build a client is this cluster's alone
+            if not self._connecting(cluster, attempt, staged=staged):
+                return  # superseded meanwhile: its failure is nobody's concern
+            self._connected(cluster, staged=staged)
             problem = (
                 f"kubeconfig {err}"
                 if isinstance(err, KubeconfigError)
@@ -395,16 +462,24 @@ class ClusterStore:
             )
             log.error("kubeconfig_rejected", cluster=cluster.name, reason=problem)
             if staged:
+                self._cancel_rotation(cluster)
                 cluster.rotation = f"rejected: {problem}"
                 self._metrics.credential_rotations.labels(cluster.name, "rejected").inc()
             else:
                 self._set_state(cluster, ClusterState.INVALID, problem)
-                self._notify()
+                self._notify(cluster)
             return
-        finally:
-            if cluster.starting is asyncio.current_task():
-                cluster.starting = None
-        events = StagedEvents() if staged else None
+        if not self._connecting(cluster, attempt, staged=staged):
+            # A newer Secret (or an unlink) came while the client was built: these
+            # credentials must never go live.
+            await api.close()
+            return
+        self._connected(cluster, staged=staged)
+        events = (
+            StagedEvents(on_overflow=lambda: self._staged_overflowed(cluster, events))
+            if staged
+            else None
+        )
         connection = Connection(
             cluster=cluster.name,
             api=api,
@@ -413,9 +488,10 @@ class ClusterStore:
             metrics=self._metrics,
             on_change=lambda: self._connection_changed(cluster, connection),
         )
-        task = asyncio.create_task(self._serve(connection), name=f"watches {cluster.name}")
-        self._track(task)
-        running = _Live(connection=connection, task=task, server=api.server)
+        task = self._run_connection(cluster, connection)
+        running = _Live(
+            connection=connection, task=task, server=api.server, credentials=credentials
+        )
         if staged:
             cluster.staged, cluster.staged_events = running, events
         else:
@@ -423,23 +499,86 @@ class ClusterStore:
             if previous is not None:
                 previous.task.cancel()
             self._set_state(cluster, ClusterState.CONNECTING, None)
-            self._notify()
+            self._notify(cluster)
 
-    async def _serve(self, connection: Connection) -> None:
-        try:
-            await connection.run()
-        finally:
-            await connection.close()
+    def _connecting(
+        self, cluster: RemoteCluster, attempt: asyncio.Task[object] | None, *, staged: bool
+    ) -> bool:
+        """Whether `attempt` is still the connection wanted for the cluster."""
+        current = cluster.staging if staged else cluster.starting
+        return current is attempt and self._clusters.get(cluster.name) is cluster
 
-    def _track(self, task: asyncio.Task[None]) -> None:
+    def _connected(self, cluster: RemoteCluster, *, staged: bool) -> None:
+        if staged:
+            cluster.staging = None
+        else:
+            cluster.starting = None
+
+    def _run_connection(self, cluster: RemoteCluster, connection: Connection) -> asyncio.Task[None]:
+        """Run the connection's watches; close its client once they end, however they end.
+
+        The close is a done-callback, not a `finally` in the task: a task cancelled
+        before it first runs never executes its body, and its session would leak.
+        """
+        task = asyncio.create_task(connection.run(), name=f"watches {cluster.name}")
+        self._track(task, cluster)
+        task.add_done_callback(lambda _: self._close_later(connection))
+        return task
+
+    def _close_later(self, connection: Connection) -> None:
+        closing = asyncio.create_task(connection.close(), name=f"close {connection.cluster}")
+        self._closing.add(closing)
+        closing.add_done_callback(lambda done: self._closed(done, connection.cluster))
+
+    def _closed(self, closing: asyncio.Task[None], cluster: str) -> None:
+        self._closing.discard(closing)
+        if not closing.cancelled() and closing.exception() is not None:
+            log.error("client_close_failed", cluster=cluster, exc_info=closing.exception())
+
+    def _track(self, task: asyncio.Task[None], cluster: RemoteCluster) -> None:
+        """Keep `task` until it ends; then log its exception, if any, with the cluster."""
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._task_ended(done, cluster))
+
+    def _task_ended(self, task: asyncio.Task[None], cluster: RemoteCluster) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        log.error("cluster_task_failed", cluster=cluster.name, task=task.get_name(), exc_info=error)
+        if not self._alive(cluster):
+            return
+        orphaned_rotation = (
+            cluster.rotation_deadline is not None
+            and cluster.staging is None
+            and cluster.staged is None
+        )
+        if orphaned_rotation:  # the staged connection failed to start
+            self._abandon_rotation(cluster, f"internal error: {type(error).__name__}")
+            return
+        broken = cluster.live is not None and cluster.live.task is task
+        never_started = cluster.live is None and cluster.starting is None
+        if broken or never_started:
+            # Nothing feeds the cluster any more: say so, rather than show a state for ever.
+            self._set_state(
+                cluster,
+                ClusterState.STALE if cluster.cache.synced else ClusterState.FAILING,
+                printable(f"internal error, {task.get_name()}: {error!r}", 300),
+            )
+            self._notify(cluster)
+
+    def _alive(self, cluster: RemoteCluster) -> bool:
+        return self._clusters.get(cluster.name) is cluster
 
     def _connection_changed(self, cluster: RemoteCluster, connection: Connection) -> None:
         if self._clusters.get(cluster.name) is not cluster:
             return  # unlinked meanwhile
         if cluster.staged is not None and cluster.staged.connection is connection:
-            if connection.synced.is_set():
+            # Only a connection that listed everything and watches everything replaces
+            # one that works: credentials that can list but not watch are no rotation.
+            if connection.synced.is_set() and connection.watching and not connection.failing:
                 self._promote(cluster)
             else:
                 cluster.rotation = f"pending: {connection.error_summary() or 'syncing'}"
@@ -452,16 +591,51 @@ class ClusterStore:
         """The staged connection has listed everything: it goes live, the old one goes."""
         staged, events = cluster.staged, cluster.staged_events
         assert staged is not None and events is not None
+        if cluster.rotation_deadline is not None:
+            cluster.rotation_deadline.cancel()
+            cluster.rotation_deadline = None
         old = cluster.live
         cluster.live, cluster.staged, cluster.staged_events = staged, None, None
         if old is not None:
             old.task.cancel()
         replayed = events.replay(cluster.cache.apply)
         staged.connection.retarget(cluster.cache.apply)
+        previous, cluster.credentials = cluster.credentials, staged.credentials
         cluster.rotation = None
         self._metrics.credential_rotations.labels(cluster.name, "applied").inc()
-        log.info("credentials_rotated", cluster=cluster.name, events_replayed=replayed)
+        log.info("credentials_rotated", cluster=cluster.name, objects_replayed=replayed)
         self._refresh_state(cluster)
+        if _names(previous) != _names(cluster.credentials):
+            self._notify(cluster)  # identities (trust domain) change only now
+
+    def _rotation_overdue(self, cluster: RemoteCluster) -> None:
+        cluster.rotation_deadline = None
+        staged = cluster.staged
+        why = staged.connection.error_summary() if staged is not None else None
+        self._abandon_rotation(
+            cluster,
+            f"the new credentials did not sync within {ROTATION_DEADLINE_S:g}s"
+            f" ({why or 'still listing'})",
+        )
+
+    def _staged_overflowed(self, cluster: RemoteCluster, events: StagedEvents | None) -> None:
+        if events is None or cluster.staged_events is not events:
+            return
+        self._abandon_rotation(
+            cluster, f"more than {STAGED_MAX_OBJECTS} objects held while the new ones synced"
+        )
+
+    def _abandon_rotation(self, cluster: RemoteCluster, reason: str) -> None:
+        """Give up new credentials that do not sync; the old connection keeps serving."""
+        self._cancel_rotation(cluster)
+        cluster.rotation = f"abandoned: {reason}; the old credentials keep serving"
+        self._metrics.credential_rotations.labels(cluster.name, "abandoned").inc()
+        log.error(
+            "credentials_rotation_abandoned",
+            cluster=cluster.name,
+            secret=str(cluster.desired.ref),
+            reason=reason,
+        )
 
     def _refresh_state(self, cluster: RemoteCluster) -> None:
         assert cluster.live is not None
@@ -483,7 +657,7 @@ class ClusterStore:
         was_serving = cluster.serving
         self._set_state(cluster, state, error)
         if cluster.serving != was_serving:
-            self._notify()
+            self._notify(cluster)
 
     def _set_state(self, cluster: RemoteCluster, state: ClusterState, error: str | None) -> None:
         cluster.error = error
@@ -509,14 +683,24 @@ class ClusterStore:
             )
 
     def _withdraw(self, cluster: RemoteCluster) -> None:
+        """The withdraw timer (a loop callback): its failures are logged, with the cluster."""
         cluster.withdraw_timer = None
-        if cluster.state is ClusterState.STALE and self._clusters.get(cluster.name) is cluster:
-            self._set_state(cluster, ClusterState.WITHDRAWN, cluster.error)
-            self._notify()
+        with _own_failure(cluster.name, "withdraw"):
+            if cluster.state is ClusterState.STALE and self._alive(cluster):
+                self._set_state(cluster, ClusterState.WITHDRAWN, cluster.error)
+                self._notify(cluster)
 
-    def _notify(self) -> None:
+    def _notify(self, cluster: RemoteCluster | None = None) -> None:
+        """Tell every listener; one that fails is logged and does not stop the others."""
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:
+                log.exception(
+                    "store_listener_failed",
+                    cluster=cluster.name if cluster is not None else None,
+                    listener=repr(listener),
+                )
 
     def _status(self, cluster: RemoteCluster) -> ClusterStatus:
         credentials = cluster.credentials
@@ -536,6 +720,20 @@ class ClusterStore:
             objects={kind.value: sizes[kind] for kind in REMOTE_KINDS},
             rotation=cluster.rotation,
         )
+
+
+@contextlib.contextmanager
+def _own_failure(cluster: str, action: str) -> Iterator[None]:
+    """An exception while handling one cluster is logged with its name, and goes no further."""
+    try:
+        yield
+    except Exception:
+        log.exception("cluster_action_failed", cluster=cluster, action=action)
+
+
+def _names(credentials: ClusterCredentials) -> tuple[str, str]:
+    """What a Secret says besides its credentials: how to name the cluster's pods."""
+    return credentials.trust_domain, credentials.cluster_domain
 
 
 class ClusterStoreCollector(Collector):

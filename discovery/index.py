@@ -242,7 +242,7 @@ class ClusterIndex:
         affected: set[ServiceRef] = set()
         listed: set[ObjectRef] = set()
         for record in records:
-            listed.add(_key_of(record))
+            listed.add(record_key(record))
             affected |= self.upsert(record)
         for ref in [ref for ref in self._keys(kind) if ref not in listed]:
             affected |= self.delete(kind, ref)
@@ -355,7 +355,8 @@ def _deployment_by_name(owner: OwnerRef, template_hash: str | None) -> OwnerRef:
     return owner
 
 
-def _key_of(record: IndexRecord) -> ObjectRef:
+def record_key(record: IndexRecord) -> ObjectRef:
+    """The key a record is stored under, and deleted by."""
     if isinstance(record, NodeInfo):
         return ObjectRef("", record.name)
     return record.ref

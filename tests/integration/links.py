@@ -128,9 +128,10 @@ async def metric(admin: str, name: str, **labels: str) -> float:
     return total
 
 
-async def create_remote_mirror(local: Kube, namespace: str, *, cluster: str) -> str:
-    """Mirror `web-west` of `web` in linked `cluster`, as a service mirror writes it; its path."""
-    name = "web-west"
+async def create_remote_mirror(
+    local: Kube, namespace: str, *, cluster: str, name: str = "web-west"
+) -> str:
+    """Mirror `name` of `web` in linked `cluster`, as a service mirror writes it; its path."""
     await local.create_service(
         namespace,
         name,

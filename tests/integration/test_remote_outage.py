@@ -14,101 +14,22 @@ been stale that long, and sent again when it is back.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
-from destination._proto import destination_pb2 as pb
-from tests.integration.destination_client import (
-    Server,
-    Stream,
-    _key,
-    open_stream,
-    running_server,
-)
-from tests.integration.links import (
-    converge,
-    create_remote_mirror,
-    delete_link,
-    link_name,
-    link_secret,
-    metric,
-    put_link,
-    reader_kubeconfig,
-    wait_for_state,
+from tests.integration.destination_client import Server, open_stream, running_server
+from tests.integration.links import converge, delete_link, metric, wait_for_state
+from tests.integration.outages import (
+    by_ip,
+    change_while_away,
+    changes,
+    linked_mirror,
+    pods_by_ip,
 )
 from tests.kube.cluster import ExtraApiServer
-from tests.kube.workloads import Kube, eventually
+from tests.kube.workloads import Kube
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def west_ha(west: Kube) -> AsyncIterator[ExtraApiServer]:
-    """A second API server of west, for this test only."""
-    extra = await asyncio.to_thread(west.cluster.add_apiserver, f"apiserver-{secrets.token_hex(3)}")
-    try:
-        yield extra
-    finally:
-        await asyncio.to_thread(extra.stop)
-
-
-async def linked_mirror(
-    server: Server, east: Kube, west: Kube, extra: ExtraApiServer, namespace: str
-) -> str:
-    """Link west through `extra` and create the mirror `web-west` of its `web`."""
-    cluster = link_name(west.cluster)
-    kubeconfig = await reader_kubeconfig(west.cluster, server=extra.server)
-    await put_link(east, link_secret(cluster, kubeconfig=kubeconfig, trust_domain="west.example"))
-    await create_remote_mirror(east, namespace, cluster=cluster)
-    await wait_for_state(server.admin, cluster, "synced")
-    return cluster
-
-
-def _by_ip(stream: Stream) -> dict[str, pb.WeightedAddr]:
-    return {key.rsplit(":", 1)[0]: addr for key, addr in stream.addresses.items()}
-
-
-def changes(stream: Stream, since: int) -> tuple[list[str], list[str]]:
-    """IPs in Adds and in Removes after the first `since` updates, in order, with repeats."""
-    added, removed = [], []
-    for update in stream.updates[since:]:
-        if update.HasField("add"):
-            added += [_key(a.addr).rsplit(":", 1)[0] for a in update.add.addrs]
-        else:
-            removed += [_key(a).rsplit(":", 1)[0] for a in update.remove.addrs]
-    return sorted(added), sorted(removed)
-
-
-async def pods_by_ip(kube: Kube, namespace: str) -> dict[str, str]:
-    """Ready endpoint IP -> name of the pod holding it now."""
-    ready = set(await kube.ready_endpoint_ips(namespace, "web"))
-    pods = await kube.core.list_namespaced_pod(namespace, label_selector="app=web")
-    return {
-        p.status.pod_ip: p.metadata.name
-        for p in pods.items
-        if p.status.pod_ip in ready and p.metadata.deletion_timestamp is None
-    }
-
-
-async def change_while_away(west: Kube, namespace: str, before: dict[str, str]) -> dict[str, str]:
-    """Scale 3 -> 5 and delete one original pod; returns the final IP -> pod map.
-
-    kwok may give the replacement pod the deleted pod's IP: that address then
-    changes pods, which a proxy must hear as an Add (new metric labels), not
-    as a Remove.
-    """
-    await west.scale(namespace, "web", 5)
-    await west.wait_for_ready_endpoints(namespace, "web", 5)
-    victim = sorted(before.values())[0]
-    await west.core.delete_namespaced_pod(victim, namespace, grace_period_seconds=0)
-    return await eventually(
-        lambda: pods_by_ip(west, namespace),
-        lambda now: len(now) == 5 and victim not in now.values(),
-        what="5 ready pods without the deleted one",
-        timeout_s=60,
-    )
 
 
 async def test_an_outage_keeps_endpoints_then_sends_exactly_what_changed(
@@ -136,7 +57,7 @@ async def test_an_outage_keeps_endpoints_then_sends_exactly_what_changed(
     await asyncio.to_thread(west_ha.start)
     await converge(stream, list(after), "the changes made during the outage")
     await wait_for_state(server.admin, cluster, "synced")
-    held = {ip: a.metric_labels["pod"] for ip, a in _by_ip(stream).items()}
+    held = {ip: a.metric_labels["pod"] for ip, a in by_ip(stream).items()}
     assert held == after, "every address names the pod that holds it now"
     added, removed = changes(stream, mark)
     changed = sorted(ip for ip, pod in after.items() if before.get(ip) != pod)

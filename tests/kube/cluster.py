@@ -308,6 +308,12 @@ class LocalCluster:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
 
+    def _signal_component(self, component: str, signum: signal.Signals) -> None:
+        process = self._processes.get(component)
+        if process is None or process.poll() is not None:
+            raise ClusterStartError(f"{self.name}: {component} is not running")
+        os.killpg(process.pid, signum)
+
     def running_components(self) -> list[str]:
         return [name for name, p in self._processes.items() if p.poll() is None]
 
@@ -690,6 +696,18 @@ class ExtraApiServer:
         )
         cluster._wait_ready(self.name, self.server, time.monotonic() + timeout_s)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process and its sockets stay, nothing answers (a hung server).
+
+        The kernel still accepts connections and acknowledges data for it, so
+        a client sees open, silent connections: no reset, no refusal.
+        """
+        self.cluster._signal_component(self.name, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`: it answers again, with everything queued meanwhile."""
+        self.cluster._signal_component(self.name, signal.SIGCONT)
+
     def stop(self, *, grace_s: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after `grace_s`; etcd keeps the data.
 
@@ -699,8 +717,11 @@ class ExtraApiServer:
         is killed after `grace_s`, and they see their streams cut short, as when
         a kubelet kills an API server at the end of its pod's grace period.
         Start the server with `--shutdown-watch-termination-grace-period=<d>`
-        to have it end watches cleanly instead.
+        to have it end watches cleanly instead. A paused server is resumed first
+        (a stopped process would only act on SIGTERM once continued).
         """
+        if self.running:
+            self.resume()
         self.cluster._stop_component(self.name, timeout_s=grace_s)
 
 

@@ -3,22 +3,29 @@
 Scope: events applied in one loop iteration are flushed together; service
 listeners (which re-plan federated and remote-discovery streams) hear only
 of Service objects that changed, never of endpoint or pod changes, which
-would re-plan every stream of a service on each event of a rollout.
+would re-plan every stream of a service on each event of a rollout; a
+failure during a flush (a listener, the refresh) is logged with the cluster's
+name instead of reaching asyncio's default handler, and the other listeners
+still hear of the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from discovery import cluster as cluster_module
 from discovery.cluster import ClusterCache
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ObjectRef, ServiceRef
 from discovery.ports import PortSet
 from discovery.reflector import Deleted, Upserted
 from tests.unit import builders as b
+from tests.unit.log_recorder import LogRecorder
 
 WEB = ServiceRef(b.NS, "web")
 
@@ -57,3 +64,41 @@ async def test_listeners_hear_of_service_objects_only() -> None:
     cache.apply(Deleted(Kind.SERVICE, ObjectRef(b.NS, "web")), time.perf_counter())
     await asyncio.sleep(0)
     assert heard == [{WEB}, {WEB}]
+
+
+async def test_a_failing_listener_is_logged_with_the_cluster_and_others_still_hear(
+    monkeypatch: pytest.MonkeyPatch, loop_errors: list[dict[str, Any]]
+) -> None:
+    logs = LogRecorder()
+    monkeypatch.setattr(cluster_module, "log", logs)
+    cache, heard = new_cache()
+
+    def broken(changed: set[ServiceRef]) -> None:
+        raise RuntimeError("listener bug")
+
+    cache._service_listeners.insert(0, broken)
+    upsert(cache, b.service())
+    await asyncio.sleep(0)
+    assert heard == [{WEB}]
+    [record] = logs.named("service_listener_failed")
+    assert record["cluster"] == "east" and isinstance(record["exc_info"], RuntimeError)
+    assert loop_errors == []
+
+
+async def test_a_failing_refresh_is_logged_with_the_cluster(
+    monkeypatch: pytest.MonkeyPatch, loop_errors: list[dict[str, Any]]
+) -> None:
+    logs = LogRecorder()
+    monkeypatch.setattr(cluster_module, "log", logs)
+    cache, heard = new_cache()
+
+    def broken(services: object) -> bool:
+        raise KeyError("topics bug")
+
+    monkeypatch.setattr(cache.topics, "refresh", broken)
+    upsert(cache, b.service())
+    await asyncio.sleep(0)
+    [record] = logs.named("flush_failed")
+    assert record["cluster"] == "east" and isinstance(record["exc_info"], KeyError)
+    assert heard == [{WEB}], "listeners still hear of the Service change"
+    assert loop_errors == []
