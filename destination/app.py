@@ -35,13 +35,11 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from destination.api.get import GetHandler
-from destination.api.server import SERVICE_NAME, build_server
+from destination.api.assembly import build_api
+from destination.api.server import SERVICE_NAME
 from destination.config import ServerConfig
 from destination.ops.admin import AdminServer
 from destination.ops.metrics import DestinationMetrics
-from destination.streams.broadcast import Broadcasts
-from destination.streams.members import Planner
 from destination.translate.endpoints import MeshSettings, http2_params_from_json
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import ClusterStore, ClusterStoreCollector, StalenessPolicy
@@ -177,28 +175,21 @@ async def _run(
         await admin.start(config.admin.host, config.admin.port)
         exits.push_async_callback(admin.stop)
 
-        planner = Planner(local=local, store=store, mesh=mesh_settings(config))
-        broadcasts = Broadcasts(
-            queue_capacity=config.stream_queue_capacity,
-            stuck_deadline_s=config.stream_stuck_deadline_s,
-            metrics=metrics,
-            planner=planner,
-        )
-        local.add_service_listener(broadcasts.services_changed)
-        if store is not None:
-            store.add_listener(broadcasts.clusters_changed)
-        get = GetHandler(
-            local=local,
-            store=store,
-            broadcasts=broadcasts,
-            cluster_domain=config.cluster_domain,
-            metrics=metrics,
-            max_streams_per_connection=config.max_streams_per_connection,
-        )
         health_servicer = health.aio.HealthServicer()
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        server = build_server(get=get, health_servicer=health_servicer)
+        served = build_api(
+            local=local,
+            store=store,
+            mesh=mesh_settings(config),
+            metrics=metrics,
+            cluster_domain=config.cluster_domain,
+            queue_capacity=config.stream_queue_capacity,
+            stuck_deadline_s=config.stream_stuck_deadline_s,
+            max_streams_per_connection=config.max_streams_per_connection,
+            health_servicer=health_servicer,
+        )
+        server = served.server
         port = server.add_insecure_port(str(config.listen))
         await server.start()
         log.info(
@@ -229,7 +220,7 @@ async def _run(
         log.info("shutting_down", grace_s=config.shutdown_grace_s)
         draining = True
         await health_servicer.enter_graceful_shutdown()
-        broadcasts.close_all()
+        served.close_all()
         await server.stop(config.shutdown_grace_s)
         tasks: tuple[asyncio.Task[Any], ...] = (watches, serving, stopped)
         for task in tasks:

@@ -29,7 +29,9 @@ from .index import ClusterIndex
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ServiceRef
 from .ports import PortSet
-from .reflector import Deleted, Listed, ReflectorEvent
+from .profile_topics import ProfileTopics
+from .reflector import Deleted, Listed, ReflectorEvent, Upserted
+from .service_profiles import ServiceProfileInfo
 from .topics import Topics
 
 log = structlog.get_logger("discovery.cluster")
@@ -51,9 +53,11 @@ class ClusterCache:
         self.topics = Topics(
             self.index, default_opaque_ports=default_opaque_ports, enable_ipv6=enable_ipv6
         )
+        self.profiles = ProfileTopics(self.index, default_opaque_ports=default_opaque_ports)
         self._metrics = metrics
         # endpoint_views, read at scrape time: always current, nothing to update.
         metrics.topics.labels(name).set_function(self.topics.views)
+        metrics.profile_topics.labels(name).set_function(lambda: len(self.profiles))
         self._synced = asyncio.Event()
         self._pending: set[ServiceRef] = set()
         self._pending_objects: set[ServiceRef] = set()  # Service objects themselves changed
@@ -88,6 +92,9 @@ class ClusterCache:
         """Apply one event from a reflector (or from a test feeding events itself)."""
         if self._closed:
             return  # a late event of an unlinked cluster's connection
+        if event.kind is Kind.SERVICE_PROFILE:
+            self._report_profiles(event)
+        self.profiles.note(event)  # what the index held: an address a pod is leaving
         affected: set[ServiceRef]
         if isinstance(event, Listed):
             affected = self.index.replace(event.kind, event.records)
@@ -95,7 +102,8 @@ class ClusterCache:
             affected = self.index.delete(event.kind, event.ref)
         else:
             affected = self.index.upsert(event.record)
-        if affected:
+        self.profiles.note(event)  # what it holds now: the address a pod arrives at
+        if affected or self.profiles.pending:
             if self._pending_since is None:
                 self._pending_since = received
                 asyncio.get_running_loop().call_soon(self._flush)
@@ -105,6 +113,36 @@ class ClusterCache:
         self._metrics.cache_size.labels(self.name, event.kind.value).set(
             self.index.sizes()[event.kind]
         )
+
+    def _report_profiles(self, event: ReflectorEvent) -> None:
+        """Log and count each ServiceProfile version that cannot be served, once."""
+        if isinstance(event, Listed):
+            records = event.records
+        elif isinstance(event, Upserted):
+            records = (event.record,)
+        else:
+            return
+        for record in records:
+            if not isinstance(record, ServiceProfileInfo):
+                continue
+            if self.index.service_profiles.get(record.ref) == record:
+                continue  # a relist of a version already reported
+            if record.problem is not None:
+                self._metrics.invalid_service_profiles.labels(self.name, record.ref.namespace).inc()
+                log.warning(
+                    "service_profile_rejected",
+                    cluster=self.name,
+                    profile=str(record.ref),
+                    reason=record.problem,
+                    consequence="streams keep the profile they were last sent",
+                )
+            for note in record.notes:
+                log.warning(
+                    "service_profile_field_ignored",
+                    cluster=self.name,
+                    profile=str(record.ref),
+                    reason=note,
+                )
 
     def close(self) -> None:
         """The cluster is unlinked: later events and flushes are ignored, its series go.
@@ -128,13 +166,22 @@ class ClusterCache:
         since, self._pending_since = self._pending_since, None
         changed_objects, self._pending_objects = self._pending_objects, set()
         try:
-            if self.topics.refresh(pending) and since is not None:
-                # Only batches that reached subscribers: the fan-out share that is ours.
-                self._metrics.event_to_enqueue.labels(self.name).observe(
-                    time.perf_counter() - since
-                )
+            changed = self.topics.refresh(pending)
         except Exception:
+            changed = 0
             log.exception("flush_failed", cluster=self.name, services=len(pending))
+        try:
+            profiles_changed = self.profiles.refresh()
+        except Exception:
+            profiles_changed = 0
+            log.exception("profile_flush_failed", cluster=self.name)
+        if since is not None:
+            # Only batches that reached subscribers: the fan-out share that is ours.
+            elapsed = time.perf_counter() - since
+            if changed:
+                self._metrics.event_to_enqueue.labels(self.name).observe(elapsed)
+            if profiles_changed:
+                self._metrics.profile_event_to_enqueue.labels(self.name).observe(elapsed)
         if changed_objects:
             for listener in self._service_listeners:
                 try:

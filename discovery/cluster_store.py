@@ -332,6 +332,9 @@ class ClusterStore:
             default_opaque_ports=self._default_opaque_ports,
             enable_ipv6=self._enable_ipv6,
         )
+        # The remote role grants no ReplicaSets: a pod's Deployment is read from its
+        # ReplicaSet's name, so remote pods are labelled `deployment=` like local ones.
+        cache.index.owners_from_template_hash = True
         cluster = RemoteCluster(name=credentials.cluster, credentials=credentials, cache=cache)
         self._clusters[cluster.name] = cluster
         log.info(

@@ -72,6 +72,7 @@ LOCAL_KINDS = (
     Kind.JOB,
     Kind.SERVER,
     Kind.EXTERNAL_WORKLOAD,
+    Kind.SERVICE_PROFILE,
 )
 # What remote discovery reads in a linked cluster, and nothing more: these
 # three kinds are all that the remote RBAC (deploy/remote-access.yaml) grants.

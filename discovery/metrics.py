@@ -116,6 +116,26 @@ class DiscoveryMetrics:
             ),
             labels,
         )
+        self.profile_event_to_enqueue = per_cluster(
+            Histogram(
+                "profile_event_to_enqueue_seconds",
+                "Time from reading a watch event to the last GetProfile subscriber's enqueue.",
+                labels,
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            labels,
+        )
+        self.profile_topics = per_cluster(
+            Gauge(
+                "profile_topics",
+                "GetProfile topics with subscribers: (service, port, client namespace) and "
+                "(ip, port) combinations.",
+                labels,
+                registry=registry,
+            ),
+            labels,
+        )
         self.cluster_synced = per_cluster(
             Gauge(
                 "cluster_synced",
@@ -144,6 +164,17 @@ class DiscoveryMetrics:
             "Link Secrets ignored: naming the local cluster, or a cluster already linked.",
             ["reason"],
             registry=registry,
+        )
+        labels = ("cluster", "namespace")
+        self.invalid_service_profiles = per_cluster(
+            Counter(
+                "service_profiles_rejected_total",
+                "ServiceProfile versions that do not validate (logged with the reason); "
+                "streams keep the profile they were last sent.",
+                labels,
+                registry=registry,
+            ),
+            labels,
         )
         labels = ("cluster", "result")
         self.credential_rotations = per_cluster(

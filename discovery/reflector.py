@@ -58,11 +58,12 @@ LIST_PATHS: dict[Kind, str] = {
     Kind.JOB: "/apis/batch/v1/jobs",
     Kind.SERVER: "/apis/policy.linkerd.io/v1beta3/servers",
     Kind.EXTERNAL_WORKLOAD: "/apis/workload.linkerd.io/v1beta1/externalworkloads",
+    Kind.SERVICE_PROFILE: "/apis/linkerd.io/v1alpha2/serviceprofiles",
 }
 
 # Kinds of optional CRDs: a cluster without them lists as empty (and is asked
 # again every NOT_SERVED_RETRY_S), instead of never syncing.
-OPTIONAL_KINDS = frozenset({Kind.SERVER, Kind.EXTERNAL_WORKLOAD})
+OPTIONAL_KINDS = frozenset({Kind.SERVER, Kind.EXTERNAL_WORKLOAD, Kind.SERVICE_PROFILE})
 NOT_SERVED_RETRY_S = 60.0
 
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import structlog
 from prometheus_client import Gauge
 
 from destination._proto import destination_pb2 as pb
+from destination.api.guards import ConnectionLimit, StuckStreams
 from destination.authority import (
     InvalidAuthority,
     loggable,
@@ -60,6 +61,8 @@ class GetHandler:
         metrics: DestinationMetrics,
         sync_timeout_s: float = 10.0,
         max_streams_per_connection: int = 10_000,
+        limit: ConnectionLimit | None = None,
+        stuck: StuckStreams | None = None,
     ) -> None:
         self._local = local
         self._store = store
@@ -67,18 +70,18 @@ class GetHandler:
         self._cluster_domain = cluster_domain
         self._metrics = metrics
         self._sync_timeout_s = sync_timeout_s
-        self._max_streams_per_connection = max_streams_per_connection
-        self._streams_by_peer: dict[str, int] = {}
-        self._stuck_aborts: set[asyncio.Future[None]] = set()
+        # Shared with GetProfile in the server: one limit per connection for both RPCs.
+        self.limit = limit if limit is not None else ConnectionLimit(max_streams_per_connection)
+        self._stuck = stuck if stuck is not None else StuckStreams(metrics)
 
     def streams_of(self, peer: str) -> int:
         """Streams the connection `peer` holds now, counted from admission to the end."""
-        return self._streams_by_peer.get(peer, 0)
+        return self.limit.streams_of(peer)
 
     @property
     def admitted(self) -> int:
         """Streams admitted and not yet ended, over every connection."""
-        return sum(self._streams_by_peer.values())
+        return self.limit.admitted
 
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
@@ -86,17 +89,14 @@ class GetHandler:
         # This frame lives as long as the stream, ten thousand at a time: it
         # keeps only what writing needs; parsing and checks live in `_open`.
         peer = context.peer()
-        held = self._streams_by_peer.get(peer, 0)
-        if held >= self._max_streams_per_connection:
+        if self.limit.full(peer):
             await self._abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many streams on this connection: the limit is "
-                f"{self._max_streams_per_connection}; close some or open another connection",
+                self.limit.refusal,
                 log.bind(peer=peer, path=loggable(request.path)),
             )
-        self._streams_by_peer[peer] = held + 1
-        try:
+        with self.limit.hold(peer):
             opened = await self._open(request, context, peer)
             queue, initial, active, stream_log = opened
             del opened
@@ -115,12 +115,6 @@ class GetHandler:
                 self._broadcasts.close_stream(queue)
                 active.dec()
                 stream_log.debug("stream_closed")
-        finally:
-            remaining = self._streams_by_peer[peer] - 1
-            if remaining:
-                self._streams_by_peer[peer] = remaining
-            else:
-                del self._streams_by_peer[peer]
 
     async def _open(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext, peer: str
@@ -162,7 +156,7 @@ class GetHandler:
             node_name=token.node_name,
         )
         _, queue, initial = self._broadcasts.open_stream(
-            request=stream_request, on_stuck=self._ender(context, stream_log)
+            request=stream_request, on_stuck=self._stuck.ender(context, stream_log)
         )
         active = self._metrics.active_streams.labels("Get", mode.value)
         active.inc()
@@ -218,32 +212,6 @@ class GetHandler:
         if info.is_external_name:
             return grpc.StatusCode.INVALID_ARGUMENT, f"Invalid authority: {path}"
         return None
-
-    def _ender(
-        self,
-        context: grpc.aio.ServicerContext,
-        stream_log: structlog.typing.FilteringBoundLogger,
-    ) -> Callable[[], None]:
-        def end_stuck_stream() -> None:
-            self._metrics.stuck_streams.inc()
-            stream_log.warning("stream_stuck_ended")
-            # The handler is blocked in a write the client does not read; abort
-            # from beside it so that gRPC sends a status and the proxy reconnects.
-            abort = asyncio.ensure_future(
-                context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "stream stalled: the client did not read updates; reconnect",
-                )
-            )
-            self._stuck_aborts.add(abort)
-            abort.add_done_callback(self._forget_abort)
-
-        return end_stuck_stream
-
-    def _forget_abort(self, abort: asyncio.Future[None]) -> None:
-        self._stuck_aborts.discard(abort)
-        if not abort.cancelled():
-            abort.exception()  # AbortError is how abort() ends; nothing to report
 
     async def _abort(
         self,

@@ -36,9 +36,11 @@ import structlog
 from prometheus_client import Gauge
 
 from destination._proto import destination_pb2 as pb
+from destination.api.guards import ConnectionLimit, StuckStreams
 from destination.authority import (
     InvalidAuthority,
     is_ip,
+    loggable,
     parse_authority,
     parse_context_token,
     parse_service_host,
@@ -54,7 +56,6 @@ from discovery.profile_topics import EndpointProfileKey, ServiceProfileKey
 log = structlog.get_logger("destination.get_profile")
 _stream_ids = itertools.count(1)
 EMPTY_PROFILE = pb.DestinationProfile().SerializeToString()  # b"": every field unset
-_MAX_ECHO = 300  # characters of client input quoted back in a status message
 
 
 class Rejected(Exception):
@@ -74,13 +75,6 @@ class _Opened:
     active: Gauge
 
 
-def _echo(text: str) -> str:
-    """Client text quoted in a status message, bounded."""
-    if len(text) <= _MAX_ECHO:
-        return text
-    return f"{text[:_MAX_ECHO]}... ({len(text)} characters)"
-
-
 class GetProfileHandler:
     def __init__(
         self,
@@ -90,6 +84,8 @@ class GetProfileHandler:
         cluster_domain: str,
         metrics: DestinationMetrics,
         shutting_down: asyncio.Event,
+        limit: ConnectionLimit,
+        stuck: StuckStreams,
         sync_timeout_s: float = 10.0,
     ) -> None:
         self._local = local
@@ -97,14 +93,15 @@ class GetProfileHandler:
         self._cluster_domain = cluster_domain
         self._metrics = metrics
         self._shutting_down = shutting_down
+        self._limit = limit
+        self._stuck = stuck
         self._sync_timeout_s = sync_timeout_s
-        self._stuck_aborts: set[asyncio.Future[None]] = set()
 
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         stream_log = log.bind(
-            stream=next(_stream_ids), path=_echo(request.path), peer=context.peer()
+            stream=next(_stream_ids), path=loggable(request.path), peer=context.peer()
         )
         try:
             opened = await self._open(request, context, stream_log)
@@ -154,13 +151,13 @@ class GetProfileHandler:
         except InvalidAuthority as err:
             raise Rejected(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f'invalid authority: "{_echo(path)}": "{_echo(err.reason)}"',
+                f'invalid authority: "{loggable(path)}": "{loggable(err.reason)}"',
             ) from None
         token, token_problem = parse_context_token(request.context_token)
         if token_problem:
             stream_log.info("context_token_ignored", reason=token_problem)
         await self._wait_synced()
-        on_stuck = self._ender(context, stream_log)
+        on_stuck = self._stuck.ender(context, stream_log)
         if is_ip(authority.host):
             ip = normalize_ip(authority.host)
             assert ip is not None
@@ -170,7 +167,7 @@ class GetProfileHandler:
         except InvalidAuthority as err:
             raise Rejected(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f'invalid service "{_echo(authority.host)}": "{_echo(err.reason)}"',
+                f'invalid service "{loggable(authority.host)}": "{loggable(err.reason)}"',
             ) from None
         service = ServiceRef(name.namespace, name.name)
         if name.hostname is not None:
@@ -289,7 +286,7 @@ class GetProfileHandler:
                 self._metrics.active_streams.labels("GetProfile", "undeclared_port"),
             )
         if info.is_external_name:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid authority: {_echo(path)}")
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid authority: {loggable(path)}")
         key = ServiceProfileKey(
             service=service,
             port=port,
@@ -300,29 +297,3 @@ class GetProfileHandler:
         return _Opened(
             broadcast, queue, initial, self._metrics.active_streams.labels("GetProfile", "service")
         )
-
-    # -- stuck streams ---------------------------------------------------------------
-
-    def _ender(
-        self,
-        context: grpc.aio.ServicerContext,
-        stream_log: structlog.typing.FilteringBoundLogger,
-    ) -> Callable[[], None]:
-        def end_stuck_stream() -> None:
-            self._metrics.stuck_streams.inc()
-            stream_log.warning("stream_stuck_ended")
-            abort = asyncio.ensure_future(
-                context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "stream stalled: the client did not read updates; reconnect",
-                )
-            )
-            self._stuck_aborts.add(abort)
-            abort.add_done_callback(self._forget_abort)
-
-        return end_stuck_stream
-
-    def _forget_abort(self, abort: asyncio.Future[None]) -> None:
-        self._stuck_aborts.discard(abort)
-        if not abort.cancelled():
-            abort.exception()

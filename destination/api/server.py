@@ -8,14 +8,13 @@ the default pool, so `grpcurl list/describe` and calls work without protos.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from destination._proto import destination_pb2 as pb
 from destination.api.get import GetHandler
+from destination.api.get_profile import GetProfileHandler
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Destination"].full_name
 
@@ -34,15 +33,15 @@ SERVER_OPTIONS = [
 ]
 
 
-async def _get_profile_unimplemented(
-    request: pb.GetDestination, context: grpc.aio.ServicerContext
-) -> AsyncIterator[bytes]:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetProfile is not implemented yet")
-    yield b""  # pragma: no cover - makes this an async generator
-
-
-def build_server(*, get: GetHandler, health_servicer: health.aio.HealthServicer) -> grpc.aio.Server:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+def build_server(
+    *,
+    get: GetHandler,
+    get_profile: GetProfileHandler,
+    health_servicer: health.aio.HealthServicer,
+    options: list[tuple[str, object]] | None = None,
+) -> grpc.aio.Server:
+    """The server, with SERVER_OPTIONS unless `options` replaces them (tests)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS if options is None else options)
     handlers = {
         "Get": grpc.unary_stream_rpc_method_handler(
             get.stream,
@@ -50,7 +49,7 @@ def build_server(*, get: GetHandler, health_servicer: health.aio.HealthServicer)
             response_serializer=None,
         ),
         "GetProfile": grpc.unary_stream_rpc_method_handler(
-            _get_profile_unimplemented,
+            get_profile.stream,
             request_deserializer=pb.GetDestination.FromString,
             response_serializer=None,
         ),

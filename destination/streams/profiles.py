@@ -25,6 +25,8 @@ import structlog
 
 from destination.ops.metrics import DestinationMetrics
 from destination.streams.stream_queue import QueueItem, StreamQueue
+from destination.translate.endpoints import MeshSettings
+from destination.translate.profiles import endpoint_addr, endpoint_profile, service_profile
 from discovery.profile_topics import (
     EndpointProfileKey,
     EndpointProfileState,
@@ -220,3 +222,32 @@ class ProfileBroadcasts:
             for broadcast in table.values():
                 for queue in broadcast.queues:
                     queue.close()
+
+
+def profile_encoders(
+    mesh: MeshSettings,
+) -> tuple[
+    ProfileEncoder[ServiceProfileKey, ServiceProfileState],
+    ProfileEncoder[EndpointProfileKey, EndpointProfileState],
+]:
+    """The encoders of both profile flows, for one server's mesh settings."""
+
+    def encode_service(key: ServiceProfileKey, state: ServiceProfileState) -> bytes:
+        message = service_profile(
+            state.profile, fqn=key.fqn, service=key.service, port=key.port, opaque=state.opaque
+        )
+        return message.SerializeToString(deterministic=True)
+
+    def encode_endpoint(key: EndpointProfileKey, state: EndpointProfileState) -> bytes | None:
+        endpoint = endpoint_addr(state, mesh)
+        if endpoint is None:
+            return None  # a meshed pod without proxy ports: nothing is sent (reference §6.5)
+        return endpoint_profile(endpoint, opaque=state.opaque).SerializeToString(deterministic=True)
+
+    return (
+        ProfileEncoder(
+            encode_service,
+            inputs=lambda key, state: (state.profile, (state.opaque, key)),
+        ),
+        ProfileEncoder(encode_endpoint),
+    )

@@ -88,11 +88,21 @@ async def test_external_name_service_is_an_invalid_authority(
         ports={},
         extra_spec={"type": "ExternalName", "externalName": "example.com"},
     )
-    stream = open_stream(server, f"ext.{namespace}.svc.cluster.local:80")
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        assert stream.task is not None
-        await stream.task
-    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+    async def rejection() -> grpc.StatusCode:
+        stream = open_stream(server, f"ext.{namespace}.svc.cluster.local:80")
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            assert stream.task is not None
+            await stream.task
+        code: grpc.StatusCode = failure.value.code()
+        return code
+
+    # NOT_FOUND only until the server's watch has seen the new Service.
+    code = await eventually(
+        rejection, lambda c: c != grpc.StatusCode.NOT_FOUND, what="the Service to be known"
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_reflection_lists_the_destination_and_health_services(server: Server) -> None:

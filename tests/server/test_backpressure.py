@@ -20,11 +20,8 @@ from grpc_health.v1 import health
 from prometheus_client import CollectorRegistry
 
 from destination._proto import destination_pb2 as pb
-from destination.api.get import GetHandler
-from destination.api.server import build_server
+from destination.api.assembly import build_api
 from destination.ops.metrics import DestinationMetrics
-from destination.streams.broadcast import Broadcasts
-from destination.streams.members import Planner
 from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
 from discovery.connection import LOCAL_KINDS
@@ -117,21 +114,18 @@ async def start_world(*, capacity: int, stuck_deadline_s: float) -> AsyncIterato
         enable_h2_upgrade=True,
         force_opaque_transport=True,
     )
-    broadcasts = Broadcasts(
-        queue_capacity=capacity,
-        stuck_deadline_s=stuck_deadline_s,
-        metrics=metrics,
-        planner=Planner(local=cache, store=None, mesh=mesh),
-    )
-    cache.add_service_listener(broadcasts.services_changed)
-    get = GetHandler(
+    api = build_api(
         local=cache,
         store=None,
-        broadcasts=broadcasts,
-        cluster_domain="cluster.local",
+        mesh=mesh,
         metrics=metrics,
+        cluster_domain="cluster.local",
+        queue_capacity=capacity,
+        stuck_deadline_s=stuck_deadline_s,
+        max_streams_per_connection=10_000,
+        health_servicer=health.aio.HealthServicer(),
     )
-    server = build_server(get=get, health_servicer=health.aio.HealthServicer())
+    server = api.server
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS)
@@ -139,7 +133,7 @@ async def start_world(*, capacity: int, stuck_deadline_s: float) -> AsyncIterato
         yield World(cache=cache, registry=registry, channel=channel)
     finally:
         await channel.close()
-        broadcasts.close_all()
+        api.close_all()
         await server.stop(1)
 
 

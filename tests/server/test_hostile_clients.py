@@ -30,11 +30,10 @@ from prometheus_client import CollectorRegistry
 
 import destination.api.get as get_module
 from destination._proto import destination_pb2 as pb
+from destination.api.assembly import build_api
 from destination.api.get import GetHandler
-from destination.api.server import build_server
 from destination.ops.metrics import DestinationMetrics
 from destination.streams.broadcast import Broadcasts
-from destination.streams.members import Planner
 from destination.streams.stream_queue import StreamQueue
 from destination.translate.endpoints import MeshSettings
 from discovery.cluster import ClusterCache
@@ -182,22 +181,18 @@ async def start_world(
         enable_h2_upgrade=True,
         force_opaque_transport=True,
     )
-    broadcasts = Broadcasts(
-        queue_capacity=capacity,
-        stuck_deadline_s=stuck_deadline_s,
-        metrics=metrics,
-        planner=Planner(local=cache, store=None, mesh=mesh),
-    )
-    cache.add_service_listener(broadcasts.services_changed)
-    handler = GetHandler(
+    api = build_api(
         local=cache,
         store=None,
-        broadcasts=broadcasts,
-        cluster_domain="cluster.local",
+        mesh=mesh,
         metrics=metrics,
+        cluster_domain="cluster.local",
+        queue_capacity=capacity,
+        stuck_deadline_s=stuck_deadline_s,
         max_streams_per_connection=max_streams_per_connection,
+        health_servicer=health.aio.HealthServicer(),
     )
-    server = build_server(get=handler, health_servicer=health.aio.HealthServicer())
+    broadcasts, handler, server = api.broadcasts, api.get, api.server
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     world = World(
