@@ -80,6 +80,8 @@ async def test_the_server_runs_with_exactly_the_deployed_role(
         pytest.param(
             "list", "externalworkloads.workload.linkerd.io", True, id="list-externalworkloads"
         ),
+        pytest.param("watch", "serviceprofiles.linkerd.io", True, id="watch-serviceprofiles"),
+        pytest.param("update", "serviceprofiles.linkerd.io", False, id="no-profile-writes"),
         pytest.param("list", "secrets", False, id="no-secrets-cluster-wide"),
         pytest.param("get", "secrets", False, id="no-secret-reads-by-name"),
         pytest.param("create", "pods", False, id="no-writes"),
