@@ -20,9 +20,9 @@ seen) and calls `refresh` once per burst, like endpoint topics.
 Where this does better than the reference (docs/compatibility.md): an
 endpoint topic follows every change of the pod at its address, not only
 phase changes of pods declaring the port, and Server opacity turns off as
-well as on; a ServiceProfile that does not validate leaves the topic's
-state as it was (the last good profile, or the default for a new topic)
-instead of silencing the stream.
+well as on; a ServiceProfile update that does not validate leaves that
+object's last good version in force (one that never validated counts as
+absent) instead of silencing the stream.
 """
 
 from __future__ import annotations
@@ -301,15 +301,14 @@ class ProfileTopics:
         self, key: ServiceProfileKey, previous: ServiceProfileState | None
     ) -> ServiceProfileState:
         profiles = self._index.service_profiles
+        # A broken version stands for its object's last good one; one that never
+        # validated, for nothing (service_profiles). A function of the index
+        # alone: every stream of the key gets the same, whenever it started.
         primary = profiles.get(ObjectRef(key.client_ns, key.fqn)) if key.client_ns else None
-        chosen = (
-            primary
-            if primary is not None
-            else profiles.get(ObjectRef(key.service.namespace, key.fqn))
-        )
-        if chosen is not None and chosen.problem is not None:
-            # Unusable: keep what the topic served (the default for a new topic).
-            chosen = previous.profile if previous is not None else None
+        chosen = primary.usable if primary is not None else None
+        if chosen is None:
+            backup = profiles.get(ObjectRef(key.service.namespace, key.fqn))
+            chosen = backup.usable if backup is not None else None
         info = self._index.services.get(key.service)
         opaque = key.port in service_opaque_ports(info, self._defaults)
         if previous is not None and previous.profile is chosen and previous.opaque == opaque:

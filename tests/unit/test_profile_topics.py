@@ -25,7 +25,7 @@ from discovery.profile_topics import (
     ServiceProfileState,
 )
 from discovery.project import project_server
-from discovery.reflector import Deleted, ReflectorEvent, Upserted
+from discovery.reflector import Deleted, Listed, ReflectorEvent, Upserted
 from discovery.service_profiles import ServiceProfileInfo, project_service_profile
 from tests.unit import builders as b
 
@@ -134,6 +134,54 @@ def test_a_new_topic_on_a_broken_profile_starts_with_the_default() -> None:
     world.upsert(Kind.SERVICE_PROFILE, profile("ns", {"retryBudget": {"ttl": "forever"}}))
     key = ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, "")
     assert world.topics.subscribe_service(key, Recorder()).initial.profile is None
+
+
+def test_a_new_topic_on_a_broken_update_gets_the_last_good_version() -> None:
+    """What a stream gets must not depend on whether another stream held the topic."""
+    world = World()
+    world.upsert(Kind.SERVICE, b.projected(b.service()))
+    good = profile("ns", route("good"))
+    world.upsert(Kind.SERVICE_PROFILE, good)
+    world.upsert(Kind.SERVICE_PROFILE, profile("ns", {"retryBudget": {"ttl": "forever"}}))
+    world.upsert(Kind.SERVICE_PROFILE, profile("ns", {"routes": [{"name": "x", "condition": {}}]}))
+    key = ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, "")
+    assert world.topics.subscribe_service(key, Recorder()).initial.profile is good
+
+
+def test_a_relisted_broken_version_keeps_the_last_good_one() -> None:
+    world, recorder, _ = service_world()
+    good = profile("ns", route("good"))
+    world.upsert(Kind.SERVICE_PROFILE, good)
+    broken = profile("ns", {"routes": [{"name": "bad", "condition": {}}]})
+    world.upsert(Kind.SERVICE_PROFILE, broken)
+    world.topics.note(Listed(Kind.SERVICE_PROFILE, (broken,)))
+    world.index.replace(Kind.SERVICE_PROFILE, (broken,))
+    assert world.topics.refresh() == 0
+    assert [s.profile for s in recorder.states] == [good]
+
+
+def test_a_broken_profile_recreated_counts_as_absent() -> None:
+    world, recorder, _ = service_world()
+    backup = profile("ns", route("backup"))
+    world.upsert(Kind.SERVICE_PROFILE, backup)
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", route("primary")))
+    broken = {"routes": [{"name": "bad", "condition": {}}]}
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", broken))
+    assert recorder.states[-1].profile is not None
+    assert recorder.states[-1].profile.ref.namespace == "client", "the primary's last good"
+    world.delete(Kind.SERVICE_PROFILE, "client", FQN)
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", broken))  # never valid: absent
+    assert recorder.states[-1].profile is backup
+
+
+def test_a_never_valid_primary_leaves_the_backup_in_force_for_every_stream() -> None:
+    world, recorder, _ = service_world()
+    backup = profile("ns", route("backup"))
+    world.upsert(Kind.SERVICE_PROFILE, backup)
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", {"retryBudget": {"ttl": "soon"}}))
+    assert [s.profile for s in recorder.states] == [backup]
+    key = ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, "client")
+    assert world.topics.subscribe_service(key, Recorder()).initial.profile is backup
 
 
 def test_profiles_of_other_services_and_namespaces_are_ignored() -> None:
