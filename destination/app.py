@@ -160,6 +160,7 @@ async def _run(
                 enable_ipv6=config.enable_ipv6,
                 staleness=StalenessPolicy(config.remote_withdraw_after_s or None),
                 allow_insecure_remote_links=config.allow_insecure_remote_links,
+                max_objects_per_kind=config.remote_max_objects_per_kind,
             )
             registry.register(ClusterStoreCollector(store))
 

@@ -353,6 +353,15 @@ class ServerConfig:
             "default_text": "0 (keep)",
         },
     )
+    remote_max_objects_per_kind: int = field(
+        default=250_000,
+        metadata={
+            "help": "Most Services, EndpointSlices or Pods (each) kept from one linked cluster; "
+            "more are refused and logged (remote_objects_refused_total), so that a broken or "
+            "hostile remote API server cannot exhaust this server's memory. Raise it for "
+            "larger remote clusters."
+        },
+    )
     allow_insecure_remote_links: bool = field(
         default=False,
         metadata={
@@ -415,6 +424,12 @@ class ServerConfig:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
             raise ConfigError(
                 "stream_queue_capacity", f"must be an integer greater than 0, got {capacity!r}"
+            )
+        remote_limit = self.remote_max_objects_per_kind
+        if isinstance(remote_limit, bool) or not isinstance(remote_limit, int) or remote_limit <= 0:
+            raise ConfigError(
+                "remote_max_objects_per_kind",
+                f"must be an integer greater than 0, got {remote_limit!r}",
             )
         limit = self.max_streams_per_connection
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:

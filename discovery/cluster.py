@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import structlog
 
-from .index import ClusterIndex
+from .index import ClusterIndex, record_key
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ServiceRef
 from .ports import PortSet
@@ -47,8 +47,12 @@ class ClusterCache:
         metrics: DiscoveryMetrics,
         default_opaque_ports: PortSet,
         enable_ipv6: bool,
+        max_objects_per_kind: int | None = None,
     ) -> None:
         self.name = name
+        # A linked cluster's API server is not ours: bound what it can make us hold.
+        self._max_objects = max_objects_per_kind
+        self._over_limit: set[Kind] = set()
         self.index = ClusterIndex()
         self.topics = Topics(
             self.index, default_opaque_ports=default_opaque_ports, enable_ipv6=enable_ipv6
@@ -92,6 +96,11 @@ class ClusterCache:
         """Apply one event from a reflector (or from a test feeding events itself)."""
         if self._closed:
             return  # a late event of an unlinked cluster's connection
+        if self._max_objects is not None:
+            bounded = self._bounded(event)
+            if bounded is None:
+                return
+            event = bounded
         if event.kind is Kind.SERVICE_PROFILE:
             self._report_profiles(event)
         self.profiles.note(event)  # what the index held: an address a pod is leaving
@@ -113,6 +122,38 @@ class ClusterCache:
         self._metrics.cache_size.labels(self.name, event.kind.value).set(
             self.index.sizes()[event.kind]
         )
+
+    def _bounded(self, event: ReflectorEvent) -> ReflectorEvent | None:
+        """The event within `max_objects_per_kind`: a list cut, a new object refused."""
+        limit = self._max_objects
+        assert limit is not None
+        kind = event.kind
+        refused = 0
+        if isinstance(event, Listed) and len(event.records) > limit:
+            refused = len(event.records) - limit
+            event = Listed(kind, event.records[:limit])
+        elif (
+            isinstance(event, Upserted)
+            and self.index.sizes()[kind] >= limit
+            and not self.index.holds(kind, record_key(event.record))
+        ):
+            refused = 1
+        if refused:
+            self._metrics.remote_objects_refused.labels(self.name, kind.value).inc(refused)
+            if kind not in self._over_limit:
+                self._over_limit.add(kind)
+                log.error(
+                    "remote_object_limit_reached",
+                    cluster=self.name,
+                    kind=kind.value,
+                    limit=limit,
+                    consequence="objects beyond the limit are ignored; raise "
+                    "--remote-max-objects-per-kind if the cluster is really that large",
+                )
+            return event if isinstance(event, Listed) else None
+        if kind in self._over_limit and self.index.sizes()[kind] < limit * 0.9:
+            self._over_limit.discard(kind)  # log again if it fills up again
+        return event
 
     def _report_profiles(self, event: ReflectorEvent) -> None:
         """Log and count each ServiceProfile version that cannot be served, once."""

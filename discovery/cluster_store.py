@@ -179,10 +179,12 @@ class ClusterStore:
         enable_ipv6: bool,
         staleness: StalenessPolicy = StalenessPolicy(),
         allow_insecure_remote_links: bool = False,
+        max_objects_per_kind: int | None = None,
     ) -> None:
         self._namespace = namespace
         # Plaintext http:// servers and insecure-skip-tls-verify in link kubeconfigs (tests only).
         self._allow_insecure = allow_insecure_remote_links
+        self._max_objects_per_kind = max_objects_per_kind
         self._local_name = local_name
         self._metrics = metrics
         self._default_opaque_ports = default_opaque_ports
@@ -331,6 +333,7 @@ class ClusterStore:
             metrics=self._metrics,
             default_opaque_ports=self._default_opaque_ports,
             enable_ipv6=self._enable_ipv6,
+            max_objects_per_kind=self._max_objects_per_kind,
         )
         # The remote role grants no ReplicaSets: a pod's Deployment is read from its
         # ReplicaSet's name, so remote pods are labelled `deployment=` like local ones.

@@ -12,7 +12,7 @@ every stream.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from .by_address import AddressIndex
 from .models import (
@@ -121,6 +121,22 @@ class ClusterIndex:
             self.servers[ref].makes_workload_opaque(workload, port)
             for ref in self._servers_by_namespace.get(workload.ref.namespace, ())
         )
+
+    def holds(self, kind: Kind, ref: ObjectRef) -> bool:
+        """Whether an object of `kind` is held under `ref`."""
+        tables: dict[Kind, Container[object]] = {
+            Kind.SERVICE: self.services,
+            Kind.ENDPOINT_SLICE: self.slices,
+            Kind.POD: self.pods,
+            Kind.REPLICA_SET: self.replica_sets,
+            Kind.JOB: self.jobs,
+            Kind.SERVER: self.servers,
+            Kind.EXTERNAL_WORKLOAD: self.external_workloads,
+            Kind.SERVICE_PROFILE: self.service_profiles,
+        }
+        if kind is Kind.NODE:
+            return ref.name in self.nodes
+        return ref in tables.get(kind, ())
 
     def sizes(self) -> dict[Kind, int]:
         return {

@@ -165,6 +165,17 @@ class DiscoveryMetrics:
             ["reason"],
             registry=registry,
         )
+        labels = ("cluster", "kind")
+        self.remote_objects_refused = per_cluster(
+            Counter(
+                "remote_objects_refused_total",
+                "Objects of a linked cluster ignored because it holds more than "
+                "--remote-max-objects-per-kind of that kind.",
+                labels,
+                registry=registry,
+            ),
+            labels,
+        )
         labels = ("cluster", "namespace")
         self.invalid_service_profiles = per_cluster(
             Counter(

@@ -78,6 +78,9 @@ _ACCEPT_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;
 _ACCEPT_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 PAGE_SIZE = 500
+# A page of PAGE_SIZE objects is a few MiB in practice; an API server sending
+# more is broken or hostile, and its list is refused (and retried with backoff).
+MAX_LIST_PAGE_BYTES = 128 * 1024 * 1024
 WATCH_TIMEOUT_S = 300  # the API server ends each watch after this; we then resume
 # Above WATCH_TIMEOUT_S: the API server ends each watch itself, and quiet watches
 # (bookmarks are not guaranteed) must not be mistaken for dead links. A silent
@@ -434,7 +437,7 @@ class Reflector:
                     self._not_served(started)
                 if response.status != 200:
                     raise await _api_error(response)
-                body = await response.json(loads=json.loads)
+                body = json.loads(await _read_bounded(response, MAX_LIST_PAGE_BYTES))
             items, metadata = _list_parts(body)
             for item in items:
                 record = self._project(item)
@@ -522,6 +525,23 @@ class Reflector:
         """Part of an object was unreadable and skipped (project.py); the rest is kept."""
         self._metrics.invalid_parts.labels(self.cluster, self.kind.value).inc()
         self._log.warning("invalid_object_part", ref=str(object_key(raw))[:300], reason=reason)
+
+
+class ResponseTooLarge(ValueError):
+    """A response body over its bound: refused, never buffered whole."""
+
+
+async def _read_bounded(response: Any, limit: int) -> bytes:
+    """The body of `response`, or ResponseTooLarge as soon as it passes `limit` bytes."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise ResponseTooLarge(f"list page of {declared} bytes is over {limit}")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLarge(f"list page is over {limit} bytes")
+    return bytes(body)
 
 
 def _list_parts(body: object) -> tuple[list[Any], dict[str, Any]]:

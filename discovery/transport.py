@@ -46,6 +46,7 @@ KEEPALIVE_PROBES = 3
 # Unacknowledged data older than this ends the connection (Linux TCP_USER_TIMEOUT).
 USER_TIMEOUT_MS = 60_000
 USER_AGENT = "multicluster-destination"
+READ_BUFFER_BYTES = 2 * 1024 * 1024
 
 
 class ApiTransport(Protocol):
@@ -145,6 +146,9 @@ class RemoteTransport:
             headers=headers,
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
+            # One watch event is one line; etcd stores objects up to 1.5 MiB, and
+            # aiohttp refuses lines longer than twice this buffer.
+            read_bufsize=READ_BUFFER_BYTES,
         )
 
     @property

@@ -2,8 +2,10 @@
 # The README's main command (`make demo`): two local clusters, a demo
 # workload in each, `destination serve` watching east with west linked as a
 # remote cluster (a credentials Secret holding a least-privileged reader
-# token), and a live endpoints view of a federated service (east's and west's
-# pods together) while both scale up and down. Ctrl-C stops everything.
+# token), the profile GetProfile gives a proxy for a federated service (a
+# ServiceProfile's routes, timeouts and retries), and a live endpoints view of
+# that service (east's and west's pods together) while both scale up and down.
+# Ctrl-C stops everything.
 #
 # Environment: DEMO_SECONDS (default: until Ctrl-C) ends the demo by itself,
 # DEMO_PORT (default 8086) and DEMO_ADMIN_PORT (default 9996) move the server.
@@ -105,6 +107,35 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 "$root/.venv/bin/destination" clusters --admin "127.0.0.1:$admin_port" || true
+
+# A ServiceProfile for the federated service: what GetProfile gives a proxy.
+"${kubectl[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata:
+  name: web-federated.demo.svc.cluster.local
+  namespace: demo
+spec:
+  routes:
+    - name: GET /books/{id}
+      condition: {method: GET, pathRegex: '/books/\d+'}
+      timeout: 250ms
+      isRetryable: true
+      responseClasses:
+        - condition: {status: {min: 500, max: 599}}
+          isFailure: true
+  retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 10, ttl: 10s}
+YAML
+echo
+echo "the profile a proxy gets for web-federated.demo.svc.cluster.local:80 (destination profile):"
+for _ in $(seq 50); do
+  out="$("$root/.venv/bin/destination" profile web-federated.demo.svc.cluster.local:80 \
+    --server "127.0.0.1:$port" --once 2>&1 || true)"
+  [[ $out == *"routes      1"* ]] && break
+  sleep 0.2
+done
+echo "$out"
+echo
 
 # Scale the demo workloads up and down in the background, one cluster at a time.
 (

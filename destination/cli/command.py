@@ -147,6 +147,7 @@ _STRING_FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     "ext_endpoint_zone_weights": ("BOOL", _boolean),
     "enable_remote_discovery": ("BOOL", _boolean),
     "remote_withdraw_after_s": ("SECONDS", _seconds),
+    "remote_max_objects_per_kind": ("N", _integer),
     "allow_insecure_remote_links": ("BOOL", _boolean),
     "log_level": ("{debug,info,warning,error,critical}", _text),
     "log_format": ("{json,console}", _text),

@@ -21,7 +21,8 @@ class DestinationMetrics:
         )
         self.updates = Counter(
             "destination_updates_sent_total",
-            "Update messages enqueued to streams (one per stream per message).",
+            "Messages enqueued to streams (one per stream per message), by RPC.",
+            ["rpc"],
             registry=registry,
         )
         self.queue_overflows = Counter(

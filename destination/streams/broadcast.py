@@ -252,7 +252,7 @@ class Broadcast:
         item = QueueItem(payloads=payloads, snapshot=self.snapshot)
         for queue in self.queues:
             queue.offer(item)
-        self._metrics.updates.inc(len(payloads) * len(self.queues))
+        self._metrics.updates.labels("Get").inc(len(payloads) * len(self.queues))
 
     def initial_payloads(self) -> tuple[bytes, ...]:
         snapshot = self.snapshot

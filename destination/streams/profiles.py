@@ -119,7 +119,7 @@ class ProfileBroadcast(Generic[K, S]):
         item: QueueItem[S] = QueueItem(payloads=(payload,), snapshot=state)
         for queue in self.queues:
             queue.offer(item)
-        self._metrics.updates.inc(len(self.queues))
+        self._metrics.updates.labels("GetProfile").inc(len(self.queues))
 
     def catch_up(self, delivered: S, latest: S) -> tuple[bytes, ...]:
         """A lagging stream needs the newest message only, unless it already has it."""

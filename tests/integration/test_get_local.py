@@ -89,7 +89,6 @@ async def test_external_name_service_is_an_invalid_authority(
         extra_spec={"type": "ExternalName", "externalName": "example.com"},
     )
 
-
     async def rejection() -> grpc.StatusCode:
         stream = open_stream(server, f"ext.{namespace}.svc.cluster.local:80")
         with pytest.raises(grpc.aio.AioRpcError) as failure:

@@ -62,6 +62,13 @@ class _Content:
                     yield line
                 return
 
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self.read(n)
+            if not chunk:
+                return
+            yield chunk
+
     async def read(self, n: int = -1) -> bytes:
         if not self._buffer:
             await self._fill()
@@ -74,9 +81,12 @@ class _Content:
 
 
 class ScriptedResponse:
-    def __init__(self, status: int, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self, status: int, chunks: AsyncIterator[bytes], content_length: int | None = None
+    ) -> None:
         self.status = status
         self.content = _Content(chunks)
+        self.content_length = content_length
         self.closed = False
 
     async def read(self) -> bytes:

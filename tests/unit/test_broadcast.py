@@ -88,8 +88,8 @@ class Env:
             request=request, on_stuck=lambda: self.stuck.append(name)
         )
 
-    def sample(self, name: str) -> float:
-        value = self.registry.get_sample_value(name)
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
 
@@ -346,7 +346,7 @@ async def test_updates_sent_counts_payloads_times_queues() -> None:
     for _ in range(3):
         env.open()
     env.apply(web_slice(2, 3))  # one add and one remove
-    assert env.sample("destination_updates_sent_total") == 2 * 3
+    assert env.sample("destination_updates_sent_total", rpc="Get") == 2 * 3
 
 
 async def test_close_all_lets_every_stream_drain_then_end() -> None:

@@ -23,7 +23,7 @@ from discovery.cluster import ClusterCache
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, Kind, ObjectRef, ServiceRef
 from discovery.ports import PortSet
-from discovery.reflector import Deleted, Upserted
+from discovery.reflector import Deleted, Listed, Upserted
 from tests.unit import builders as b
 from tests.unit.log_recorder import LogRecorder
 
@@ -102,3 +102,34 @@ async def test_a_failing_refresh_is_logged_with_the_cluster(
     assert record["cluster"] == "east" and isinstance(record["exc_info"], KeyError)
     assert heard == [{WEB}], "listeners still hear of the Service change"
     assert loop_errors == []
+
+
+async def test_a_linked_cluster_cannot_make_us_hold_more_than_the_limit_per_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logs = LogRecorder()
+    monkeypatch.setattr(cluster_module, "log", logs)
+    registry = CollectorRegistry()
+    cache = ClusterCache(
+        name=ClusterName("west"),
+        metrics=DiscoveryMetrics(registry),
+        default_opaque_ports=PortSet.EMPTY,
+        enable_ipv6=False,
+        max_objects_per_kind=3,
+    )
+    pods = [b.projected(b.pod(f"p-{i}", ip=f"10.0.0.{i + 1}")) for i in range(5)]
+    cache.apply(Listed(Kind.POD, tuple(pods)), time.perf_counter())  # type: ignore[arg-type]
+    assert cache.index.sizes()[Kind.POD] == 3  # the list is cut at the limit
+    cache.apply(Upserted(Kind.POD, b.projected(b.pod("p-9", ip="10.0.0.9"))), 0.0)
+    assert ObjectRef(b.NS, "p-9") not in cache.index.pods  # a new one is refused
+    changed = b.projected(b.pod("p-0", ip="10.0.0.99"))
+    cache.apply(Upserted(Kind.POD, changed), 0.0)
+    assert cache.index.pods[ObjectRef(b.NS, "p-0")] is changed  # held ones still change
+    cache.apply(Deleted(Kind.POD, ObjectRef(b.NS, "p-1")), 0.0)
+    cache.apply(Upserted(Kind.POD, b.projected(b.pod("p-9", ip="10.0.0.9"))), 0.0)
+    assert ObjectRef(b.NS, "p-9") in cache.index.pods  # room again after a delete
+    refused = registry.get_sample_value(
+        "remote_objects_refused_total", {"cluster": "west", "kind": "Pod"}
+    )
+    assert refused == 3
+    assert [r["event"] for r in logs.records].count("remote_object_limit_reached") == 1

@@ -139,6 +139,7 @@ NON_DEFAULTS: dict[str, tuple[str, object]] = {
     "enable_remote_discovery": ("false", False),
     "remote_withdraw_after_s": ("90", 90.0),
     "allow_insecure_remote_links": ("true", True),
+    "remote_max_objects_per_kind": ("500000", 500_000),
     "log_level": ("debug", "debug"),
     "log_format": ("console", LogFormat.CONSOLE),
     "shutdown_grace_s": ("0", 0.0),

@@ -369,3 +369,45 @@ async def test_a_failing_health_callback_is_logged_and_the_watch_goes_on(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_list_page_over_its_bound_is_refused_without_buffering_it(
+    run_reflector: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reflector_module, "MAX_LIST_PAGE_BYTES", 10_000)
+    chunks_read = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal chunks_read
+        yield b'{"kind": "ServiceList", "items": ['
+        while True:  # a hostile API server that never stops sending
+            chunks_read += 1
+            yield b'{"metadata": {"name": "x"}},' * 100
+
+    async def route(request: Request) -> ScriptedResponse:
+        return ScriptedResponse(200, endless())
+
+    run = run_reflector(route)
+    await asyncio.sleep(0.05)
+    assert run.reflector.last_error is not None
+    assert "over 10000 bytes" in run.reflector.last_error
+    assert chunks_read < 50  # read up to the bound, not on and on
+    assert not run.events
+
+
+async def test_a_declared_length_over_the_bound_is_refused_before_reading(
+    run_reflector: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reflector_module, "MAX_LIST_PAGE_BYTES", 10_000)
+
+    async def never() -> AsyncIterator[bytes]:
+        raise AssertionError("the body must not be read")
+        yield b""  # pragma: no cover - makes this an async generator
+
+    async def route(request: Request) -> ScriptedResponse:
+        return ScriptedResponse(200, never(), content_length=10_001)
+
+    run = run_reflector(route)
+    await asyncio.sleep(0.05)
+    assert run.reflector.last_error is not None
+    assert "10001 bytes is over 10000" in run.reflector.last_error
