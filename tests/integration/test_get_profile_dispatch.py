@@ -372,6 +372,8 @@ async def test_two_live_pods_at_one_ip_are_failed_precondition_until_one_goes(
         return profile.endpoint.metric_labels.get("pod", "")
 
     await eventually(pod_at_twin_ip, lambda pod: pod == "twin-a", what="twin-a alone")
+    for name in ("twin-a", "twin-b"):
+        await delete_pod_now(east, ns, name)  # kwok leaves custom-status pods to the test
 
 
 async def test_two_pods_on_one_host_port_are_failed_precondition(
