@@ -48,6 +48,7 @@ pytestmark = pytest.mark.integration
 UNKNOWN_IP = "10.11.251.7"  # in east's pod range, far beyond what kwok hands out in a session
 TWIN_IP = "10.11.250.21"
 EW_IP = "192.168.70.1"
+MIRROR_IP = "10.12.254.5"  # in west's pod range: a headless mirror's endpoint
 HOST_PORT = 31_421  # both fake nodes have the address 127.0.0.1
 
 
@@ -296,6 +297,37 @@ async def test_a_pod_dns_name_runs_the_endpoint_flow_for_that_pod(
     assert profile.endpoint.metric_labels["statefulset"] == "db"
     same = await first_profile(server, f"{pod.status.pod_ip}:8080")
     assert profile == same, "the same topic as the pod's IP"
+
+
+async def test_a_hostname_without_a_pod_is_the_endpoint_profile_of_its_address(
+    world: World, server: Server, east: Kube
+) -> None:
+    """A headless mirror's endpoints name no pod (the reference crashes on them, §6.5)."""
+    ns = world.namespace
+    await east.create_service(ns, "db-west", selector={}, extra_spec={"clusterIP": "None"})
+    await east.discovery.create_namespaced_endpoint_slice(
+        ns,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "db-west-1",
+                "labels": {"kubernetes.io/service-name": "db-west"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [MIRROR_IP], "hostname": "db-0"}],
+        },
+    )
+
+    async def by_hostname() -> str:
+        error = await rejection(server, f"db-0.{fqn('db-west', ns)}:8080")
+        if error is not None:
+            return error.code().name
+        profile = await first_profile(server, f"db-0.{fqn('db-west', ns)}:8080")
+        return str(profile.endpoint.addr.ip.ipv4)
+
+    await eventually(by_hostname, lambda got: got == str(0x0A0CFE05), what="the mirror's address")
 
 
 async def test_an_unknown_hostname_is_not_found(world: World, server: Server) -> None:

@@ -46,6 +46,7 @@ SETTLE_S = 0.3
 # range, far beyond what kwok hands out during a session.
 PHASE_IP = "10.11.252.2"
 UNBUILDABLE_IP = "10.11.252.3"
+TERMINATING_IP = "10.11.252.4"
 EW_IP = "192.168.71.1"
 HOST_PORT = 31_502
 
@@ -352,3 +353,24 @@ async def test_an_external_workload_at_its_address(
     await stream.until(lambda p: p == bare(ipv4(EW_IP), 8080), what="the EW deleted")
     assert stream.open
     stream.cancel()
+
+
+async def test_a_terminating_pod_leaves_its_profile_at_once(
+    server: Server, east: Kube, namespace: str
+) -> None:
+    """Ours: a pod being deleted (deletionTimestamp set, still Running) is no longer
+    looked up (§2.1), on open streams too; the reference keeps it on streams that
+    already had it until the pod object is gone."""
+    ns = namespace
+    node = east.cluster.spec.node_names()[0]
+    await east.core.create_namespaced_pod(ns, pod_body("leaving", custom_status=True, node=node))
+    await set_pod_status(east, ns, "leaving", phase="Running", ip=TERMINATING_IP)
+    stream = open_profile_stream(server, f"{TERMINATING_IP}:8080")
+    await stream.until(lambda p: p.endpoint.metric_labels.get("pod") == "leaving", what="Running")
+    # kwok leaves custom-status pods alone: with a grace period, this one stays terminating.
+    await east.core.delete_namespaced_pod("leaving", ns, grace_period_seconds=300)
+    pod = await east.core.read_namespaced_pod("leaving", ns)
+    assert pod.metadata.deletion_timestamp is not None and pod.status.phase == "Running"
+    await stream.until(lambda p: p == bare(ipv4(TERMINATING_IP), 8080), what="terminating")
+    stream.cancel()
+    await delete_pod_now(east, ns, "leaving")
