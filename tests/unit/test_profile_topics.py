@@ -180,8 +180,8 @@ def test_a_never_valid_primary_leaves_the_backup_in_force_for_every_stream() -> 
     world.upsert(Kind.SERVICE_PROFILE, backup)
     world.upsert(Kind.SERVICE_PROFILE, profile("client", {"retryBudget": {"ttl": "soon"}}))
     assert [s.profile for s in recorder.states] == [backup]
-    key = ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, "client")
-    assert world.topics.subscribe_service(key, Recorder()).initial.profile is backup
+    new_topic = ServiceProfileKey(ServiceRef("ns", "web"), 3306, FQN, "client")
+    assert world.topics.subscribe_service(new_topic, Recorder()).initial.profile is backup
 
 
 def test_profiles_of_other_services_and_namespaces_are_ignored() -> None:
