@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+import structlog
+
 from .by_address import normalize_ip
 from .index import ClusterIndex
 from .models import (
@@ -58,6 +60,7 @@ __all__ = [
     "service_opaque_ports",
 ]
 
+log = structlog.get_logger("discovery.profile_topics")
 _versions = itertools.count(1)
 
 
@@ -288,12 +291,18 @@ class ProfileTopics:
         for key in service_keys:
             service_topic = self._services.get(key)
             if service_topic is not None:
-                changed += _publish(service_topic, self._service_state(key, service_topic.state))
+                changed += _guarded(self._refresh_service, service_topic)
         for endpoint_key in endpoint_keys:
             endpoint_topic = self._endpoints.get(endpoint_key)
             if endpoint_topic is not None:
-                changed += _publish(endpoint_topic, self._endpoint_state(endpoint_key))
+                changed += _guarded(self._refresh_endpoint, endpoint_topic)
         return changed
+
+    def _refresh_service(self, topic: _Topic[ServiceProfileKey, ServiceProfileState]) -> int:
+        return _publish(topic, self._service_state(topic.key, topic.state))
+
+    def _refresh_endpoint(self, topic: _Topic[EndpointProfileKey, EndpointProfileState]) -> int:
+        return _publish(topic, self._endpoint_state(topic.key))
 
     # -- state -------------------------------------------------------------------
 
@@ -384,6 +393,15 @@ def _namespace_of(state: EndpointProfileState) -> str | None:
     if state.workload is not None:
         return state.workload.ref.namespace
     return None
+
+
+def _guarded(refresh: Callable[[_Topic[K, S]], int], topic: _Topic[K, S]) -> int:
+    """One topic's refresh; a failure (a bug) is logged and leaves the others to run."""
+    try:
+        return refresh(topic)
+    except Exception:
+        log.exception("profile_topic_refresh_failed", key=repr(topic.key)[:300])
+        return 0
 
 
 def _publish(topic: _Topic[K, S], state: S) -> int:

@@ -128,8 +128,18 @@ class ProfileBroadcast(Generic[K, S]):
         if payload is None and state.version not in self._payloads:
             if len(self._payloads) >= _VERSIONS_REMEMBERED:
                 self._payloads.clear()
-            payload = self._payloads[state.version] = self._encoder(self.key, state)
+            payload = self._payloads[state.version] = self._encode(state)
         return payload
+
+    def _encode(self, state: S) -> bytes | None:
+        """A state that fails to encode (a bug) is one nothing is sent for: its streams
+        keep their last message, and the topics refreshed with it are not held up."""
+        try:
+            return self._encoder(self.key, state)
+        except Exception:
+            log.exception("profile_encode_failed", key=repr(self.key)[:300])
+            self._metrics.fanout_errors.labels("encode").inc()
+            return None
 
     def on_change(self, state: S) -> None:
         self.state = state

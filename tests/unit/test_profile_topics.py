@@ -328,3 +328,27 @@ def test_unsubscribing_forgets_the_topic() -> None:
     assert len(world.topics) == 0
     assert world.upsert(Kind.POD, pod_record()) == 0
     assert recorder.states == []
+
+
+def test_a_failing_sink_does_not_hold_up_the_other_topics() -> None:
+    class Failing:
+        def on_change(self, state: Any) -> None:
+            raise RuntimeError("a bug downstream")
+
+    world = World()
+    world.upsert(Kind.SERVICE, b.projected(b.service()))
+    world.upsert(Kind.SERVICE, b.projected(b.service(name="api")))
+    world.topics.subscribe_service(
+        ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, ""), Failing()
+    )
+    recorder = Recorder()
+    api_key = ServiceProfileKey(ServiceRef("ns", "api"), 80, "api.ns.svc.cluster.local", "")
+    world.topics.subscribe_service(api_key, recorder)
+    annotated = {"config.linkerd.io/opaque-ports": "80"}
+    for name in ("web", "api"):
+        event = Upserted(Kind.SERVICE, b.projected(b.service(name=name, annotations=annotated)))
+        world.topics.note(event)
+        world.index.upsert(event.record)
+        world.topics.note(event)
+    assert world.topics.refresh() == 1
+    assert [s.opaque for s in recorder.states] == [True]
