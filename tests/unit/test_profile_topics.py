@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from discovery.index import ClusterIndex
 from discovery.models import ExternalWorkloadInfo, Kind, ObjectRef, OwnerRef, PodInfo, ServiceRef
 from discovery.ports import PortSet
@@ -352,3 +355,45 @@ def test_a_failing_sink_does_not_hold_up_the_other_topics() -> None:
         world.topics.note(event)
     assert world.topics.refresh() == 1
     assert [s.opaque for s in recorder.states] == [True]
+
+
+PROFILE_VERSIONS = st.lists(
+    st.sampled_from(["good-1", "good-2", "broken-1", "broken-2", "delete"]), max_size=12
+)
+
+
+@settings(max_examples=200)
+@given(PROFILE_VERSIONS, st.integers(min_value=0, max_value=12))
+def test_every_stream_gets_the_last_valid_version_since_the_object_appeared(
+    versions: list[str], join_at: int
+) -> None:
+    """Model: the served profile is the object's last valid version since it was last
+    created, or the default; it does not depend on when a topic was subscribed."""
+    world = World()
+    world.upsert(Kind.SERVICE, b.projected(b.service()))
+
+    def subscribe(port: int) -> Any:
+        recorder = Recorder()
+        key = ServiceProfileKey(ServiceRef("ns", "web"), port, FQN, "")
+        initial = world.topics.subscribe_service(key, recorder).initial
+        return lambda: recorder.states[-1] if recorder.states else initial
+
+    topics = [subscribe(80)]
+    expected: list[str] | None = None  # the route names of the version in force
+    for step, version in enumerate(versions):
+        if step == join_at:
+            topics.append(subscribe(81))
+        if version == "delete":
+            world.delete(Kind.SERVICE_PROFILE, "ns", FQN)
+            expected = None
+        elif version.startswith("good"):
+            world.upsert(Kind.SERVICE_PROFILE, profile("ns", route(version)))
+            expected = [version]
+        else:
+            bad = {"routes": [{"name": version, "condition": {}}]}
+            world.upsert(Kind.SERVICE_PROFILE, profile("ns", bad))
+    topics.append(subscribe(82))
+    for current in topics:
+        state = current()
+        served = None if state.profile is None else [r.name for r in state.profile.routes]
+        assert served == expected
