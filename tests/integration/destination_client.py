@@ -229,6 +229,30 @@ def open_profile_stream(server: Server, path: str, token: str = "") -> ProfileSt
     return stream
 
 
+async def open_known_profile_stream(
+    server: Server, path: str, token: str = "", *, timeout_s: float = 30
+) -> ProfileStream:
+    """A GetProfile stream of a Service just created: opened again while the server has
+    not seen the Service yet (UNKNOWN "not found"); returned once it streams, or fails
+    otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        stream = open_profile_stream(server, path, token)
+        await stream.first_or_end()
+        assert stream.task is not None
+        if stream.profiles or not stream.task.done():
+            return stream
+        error = stream.task.exception()
+        unseen = (
+            isinstance(error, grpc.aio.AioRpcError)
+            and error.code() == grpc.StatusCode.UNKNOWN
+            and (error.details() or "").endswith("not found")
+        )
+        if not unseen or asyncio.get_running_loop().time() > deadline:
+            return stream
+        await asyncio.sleep(0.05)
+
+
 async def values(value: V) -> V:
     """Wrap a value as an awaitable, for `eventually` probes of in-memory state."""
     return value

@@ -30,6 +30,7 @@ from destination._proto import destination_pb2 as pb
 from tests.integration.destination_client import (
     ProfileStream,
     Server,
+    open_known_profile_stream,
     open_profile_stream,
 )
 from tests.integration.mesh_objects import (
@@ -91,7 +92,7 @@ async def world(server: Server, east: Kube) -> AsyncIterator[World]:
     assert len(cluster_ips) == 2 and ":" in cluster_ips[1], cluster_ips
 
     witnesses = [
-        open_profile_stream(server, f"{fqn('web', namespace)}:80"),
+        await open_known_profile_stream(server, f"{fqn('web', namespace)}:80"),
         open_profile_stream(server, f"{UNKNOWN_IP}:8080"),
     ]
     for witness in witnesses:

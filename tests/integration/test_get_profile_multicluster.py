@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.destination_client import Server, open_profile_stream, open_stream
+from tests.integration.destination_client import (
+    Server,
+    open_known_profile_stream,
+    open_profile_stream,
+    open_stream,
+)
 from tests.integration.links import (
     LOCAL_DISCOVERY,
     REMOTE_DISCOVERY,
@@ -57,7 +62,7 @@ async def test_a_gateway_mirror_has_the_profile_of_its_local_service(
     )
     await east.core.create_namespaced_endpoints(ns, mirror_endpoints(ns, ready=True))
     service = await east.core.read_namespaced_service("web-west", ns)
-    by_name = open_profile_stream(server, f"{fqn('web-west', ns)}:80")
+    by_name = await open_known_profile_stream(server, f"{fqn('web-west', ns)}:80")
     by_ip = open_profile_stream(server, f"{service.spec.cluster_ip}:80")
     for stream in (by_name, by_ip):
         first = await stream.until(lambda p: p.fully_qualified_name != "", what="the profile")

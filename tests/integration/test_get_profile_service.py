@@ -28,7 +28,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from destination._proto import destination_pb2 as pb
 from destination._proto import http_types_pb2, meta_pb2
-from tests.integration.destination_client import ProfileStream, Server, open_profile_stream
+from tests.integration.destination_client import (
+    ProfileStream,
+    Server,
+    open_known_profile_stream,
+    open_profile_stream,
+)
 from tests.integration.links import metric
 from tests.integration.mesh_objects import (
     client_token,
@@ -174,7 +179,9 @@ class Sentinel:
 
     async def start(self) -> None:
         await self._kube.create_service(self._namespace, "sentinel")
-        self.stream = open_profile_stream(self._server, f"{fqn('sentinel', self._namespace)}:80")
+        self.stream = await open_known_profile_stream(
+            self._server, f"{fqn('sentinel', self._namespace)}:80"
+        )
         await self.stream.count(1, what="the sentinel's profile")
 
     async def profiles(self) -> None:
@@ -324,7 +331,7 @@ async def test_a_service_profile_applied_changed_and_deleted_on_live_streams(
     await east.create_service(ns, "web", extra_spec={"ipFamilyPolicy": "RequireDualStack"})
     service = await east.core.read_namespaced_service("web", ns)
     v4, v6 = service.spec.cluster_ips
-    by_name = open_profile_stream(server, f"{fqn('web', ns)}:80")
+    by_name = await open_known_profile_stream(server, f"{fqn('web', ns)}:80")
     by_ips = [open_profile_stream(server, f"{v4}:80"), open_profile_stream(server, f"[{v6}]:80")]
     streams = [by_name, *by_ips]
 
@@ -410,7 +417,7 @@ async def test_the_client_namespace_profile_wins_live_as_either_comes_and_goes(
     try:
         await east.create_service(ns, "web")
         name = fqn("web", ns)
-        client = open_profile_stream(server, f"{name}:80", client_token(client_ns))
+        client = await open_known_profile_stream(server, f"{name}:80", client_token(client_ns))
         legacy = open_profile_stream(server, f"{name}:80", f"ns:{client_ns}")
         others = [
             open_profile_stream(server, f"{name}:80"),  # no token: backup only
@@ -488,7 +495,7 @@ async def test_opaque_port_annotation_edits_on_live_streams(
         "web",
         ports={"http": (80, 8080), "mysql": (3306, 3306), "grpc": (9090, 9090)},
     )
-    http = open_profile_stream(server, f"{fqn('web', ns)}:80")
+    http = await open_known_profile_stream(server, f"{fqn('web', ns)}:80")
     mysql = open_profile_stream(server, f"{fqn('web', ns)}:3306")
     counts = {"http": 0, "mysql": 0}
     last: tuple[bool, bool] | None = None
@@ -601,7 +608,7 @@ async def test_malformed_profiles_are_rejected_and_the_stream_keeps_its_last_goo
     name = fqn("web", ns)
     await east.create_service(ns, "web")
     await east.create_service(ns, "never")  # its profile never validates
-    stream = open_profile_stream(server, f"{name}:80")
+    stream = await open_known_profile_stream(server, f"{name}:80")
     await stream.until(lambda p: not p.routes, what="the default profile")
     good = {"routes": [{"name": "good", "condition": {"method": "GET"}, "timeout": "2s"}]}
     await put_service_profile(east, ns, name, good)
@@ -649,7 +656,7 @@ async def test_malformed_profiles_are_rejected_and_the_stream_keeps_its_last_goo
         what="the never-valid profile rejected",
         interval_s=0.05,
     )
-    never = open_profile_stream(server, f"{fqn('never', ns)}:80")
+    never = await open_known_profile_stream(server, f"{fqn('never', ns)}:80")
     await never.count(1, what="a stream on a profile that never validated")
     assert never.profiles == [default_profile("never", ns)]
     never.cancel()
@@ -665,7 +672,7 @@ async def test_a_new_stream_gets_the_last_good_profile_when_no_stream_held_it(
     await east.create_service(ns, "web")
     good = {"routes": [{"name": "good", "condition": {"method": "GET"}}]}
     await put_service_profile(east, ns, name, good)
-    first = open_profile_stream(server, f"{name}:80")
+    first = await open_known_profile_stream(server, f"{name}:80")
     last_good = await first.until(lambda p: len(p.routes) == 1, what="the good profile")
     first.cancel()
     rejected = await rejected_count(server, ns)

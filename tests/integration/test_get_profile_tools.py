@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from tests.integration.destination_client import Server, open_profile_stream
+from tests.integration.destination_client import Server, open_known_profile_stream
 from tests.integration.mesh_objects import client_token, fqn, put_service_profile
 from tests.integration.test_grpcurl import SERVICE, grpcurl, json_documents
 from tests.kube.workloads import Kube
@@ -63,7 +63,7 @@ async def profile_cli(server: Server, authority: str, *flags: str) -> tuple[int,
 
 async def served(server: Server, authority: str, token: str = "") -> dict[str, Any]:
     """The first profile a GetProfile client gets, in the protobuf JSON mapping."""
-    stream = open_profile_stream(server, authority, token)
+    stream = await open_known_profile_stream(server, authority, token)
     try:
         await stream.count(1, what=authority)
     finally:
