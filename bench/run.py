@@ -41,6 +41,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
@@ -196,12 +197,16 @@ class ClientProc:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     streams: int
+    # One command at a time on the pipe: requests come from several threads
+    # (asyncio.to_thread), and an answer must go to the thread that asked.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self, command: str, argument: Any, timeout_s: float) -> Any:
-        self.conn.send((command, argument))
-        if not self.conn.poll(timeout_s):
-            raise TimeoutError(f"client {self.process.pid} did not answer {command!r}")
-        return self.conn.recv()
+        with self.lock:
+            self.conn.send((command, argument))
+            if not self.conn.poll(timeout_s):
+                raise TimeoutError(f"client {self.process.pid} did not answer {command!r}")
+            return self.conn.recv()
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -21,7 +21,8 @@ Then, for `minutes`, all at once (bench/scenarios.py `SoakSettings`):
   server's `remote_cluster_credential_rotations_total{cluster="west"}` counts
   it (applied or rejected) and records how long that took;
 * every `rss_interval_s`: the server's RSS (`/proc/<pid>/status` VmRSS), CPU
-  seconds, and from `/metrics` its active streams and endpoint views;
+  seconds, and from `/metrics` its active Get streams and the objects its
+  cache holds per cluster (`cache_objects`);
 * every `ping_interval_s`: the round trip of the server's admin `/ping`, from
   a thread of the orchestrator. The server exposes no event-loop lag of its
   own; `/ping` is answered on its event loop, so the round trip is an upper
@@ -279,7 +280,7 @@ async def _sample(server_pid: int, admin: str, record: SoakRecord) -> None:
     try:
         scrape = await asyncio.to_thread(promstats.fetch, admin, 10.0)
         entry["active_streams"] = scrape.value("destination_active_streams", rpc="Get")
-        entry["endpoint_views"] = scrape.value("endpoint_views")
+        entry["cache_objects"] = {c: sum(k.values()) for c, k in cache_objects(scrape).items()}
     except OSError as err:
         record.error("scrape", err)
     record.rss.append(entry)
@@ -511,12 +512,12 @@ async def _soak_with_clients(
                 )
                 for result_label in ("applied", "rejected")
             },
-            "get_streams_opened": after.value("destination_streams_total", rpc="Get")
-            - before.value("destination_streams_total", rpc="Get"),
+            # Streams the server refused (it counts refusals only), over the churn.
+            "server_streams_refused": after.value("destination_streams_total")
+            - before.value("destination_streams_total"),
         }
         result["stream_ends_total"] = final.ends  # server-ended, since each stream last opened
         result["server_active_streams_end"] = end.value("destination_active_streams", rpc="Get")
-        result["server_endpoint_views_end"] = end.value("endpoint_views")
         result["server_cache_objects_end"] = cache_objects(end)
         result["server_peak_rss_mb"] = meter.overall_peak_mb
     return result

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import multiprocessing
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -21,6 +24,7 @@ import pytest
 
 from bench.clients import GET_RPC, PROFILE_RPC, Assignment, HeldAddresses, Status, _run
 from bench.profile_stream import ProfileStatus, ProfileTag
+from bench.run import ClientProc
 from destination._proto import destination_pb2 as pb
 from destination._proto import meta_pb2, net_pb2
 
@@ -154,3 +158,30 @@ async def test_only_loopback() -> None:
     with pytest.raises(ValueError, match="loopback"):
         await _run(child, "10.0.0.1:8086", [], 1, False, 0)
     parent.close()
+
+
+def test_concurrent_requests_each_get_their_own_answer() -> None:
+    """Several threads ask one client process at once (the soak's churn and lag loops)."""
+    parent, child = multiprocessing.Pipe()
+
+    def echo() -> None:
+        while True:
+            command, argument = child.recv()
+            if command == "stop":
+                return
+            time.sleep(0.001)  # answer late enough for another request to come in
+            child.send((command, argument))
+
+    responder = threading.Thread(target=echo, daemon=True)
+    responder.start()
+    proc = ClientProc(process=multiprocessing.current_process(), conn=parent, streams=0)
+
+    def ask_many(name: str) -> list[tuple[str, int]]:
+        return [proc.request(name, i, 5.0) for i in range(40)]
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(ask_many, ["churn", "loop_lag", "status"]))
+    parent.send(("stop", None))
+    responder.join(5)
+    for name, got in zip(["churn", "loop_lag", "status"], answers, strict=True):
+        assert got == [(name, i) for i in range(40)]
