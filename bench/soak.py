@@ -21,8 +21,8 @@ Then, for `minutes`, all at once (bench/scenarios.py `SoakSettings`):
   server's `remote_cluster_credential_rotations_total{cluster="west"}` counts
   it (applied or rejected) and records how long that took;
 * every `rss_interval_s`: the server's RSS (`/proc/<pid>/status` VmRSS), CPU
-  seconds, and from `/metrics` its active Get streams and the objects its
-  cache holds per cluster (`cache_objects`);
+  seconds, and from `/metrics` its active Get streams, the objects its cache
+  holds per cluster (`cache_objects`) and its endpoint views with subscribers;
 * every `ping_interval_s`: the round trip of the server's admin `/ping`, from
   a thread of the orchestrator. The server exposes no event-loop lag of its
   own; `/ping` is answered on its event loop, so the round trip is an upper
@@ -281,6 +281,8 @@ async def _sample(server_pid: int, admin: str, record: SoakRecord) -> None:
         scrape = await asyncio.to_thread(promstats.fetch, admin, 10.0)
         entry["active_streams"] = scrape.value("destination_active_streams", rpc="Get")
         entry["cache_objects"] = {c: sum(k.values()) for c, k in cache_objects(scrape).items()}
+        # Views with subscribers (servers that set `endpoint_views`; 0 on those that do not).
+        entry["endpoint_views"] = scrape.value("endpoint_views")
     except OSError as err:
         record.error("scrape", err)
     record.rss.append(entry)
@@ -319,6 +321,8 @@ async def current_sizes(sites: Sites, plan: Plan) -> dict[Member, int]:
 async def settle_and_compare(sites: Sites, plan: Plan, clients: Clients) -> dict[str, Any]:
     """Wait for Kubernetes to finish, give the server a grace period, compare, and again if off."""
     started = time.monotonic()
+    events_before = sum(site.slices.events for site in sites.values())
+    last_event_age = time.time() - max(site.slices.last_event_at for site in sites.values())
     sizes = await current_sizes(sites, plan)
     targets = {member: Target(replicas) for member, replicas in sizes.items()}
     k8s_done = await wait_members(sites, targets, timeout_s=300)
@@ -329,6 +333,7 @@ async def settle_and_compare(sites: Sites, plan: Plan, clients: Clients) -> dict
             break
         await asyncio.sleep(0.5)
     settled_after = time.monotonic() - started
+    settle_events = sum(site.slices.events for site in sites.values()) - events_before
     await asyncio.sleep(SETTLE_GRACE_S)
     first = compare_with_truth(
         await clients.addresses(), truth_of(sites, plan), port=CONTAINER_PORT
@@ -336,7 +341,9 @@ async def settle_and_compare(sites: Sites, plan: Plan, clients: Clients) -> dict
     out: dict[str, Any] = {
         "last_sizes": {member.label: size for member, size in sizes.items()},
         "kubernetes_reached_last_sizes": k8s_done,
+        "last_slice_event_before_settling_s": round(last_event_age, 1),
         "kubernetes_settled_after_s": round(settled_after, 1),
+        "slice_events_while_settling": settle_events,
         "grace_s": SETTLE_GRACE_S,
         "at_end": first,
     }

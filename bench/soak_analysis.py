@@ -105,13 +105,15 @@ def compare_with_truth(
     received a message counts as not connected (and its target's addresses
     as lost).
     """
-    streams = lost = phantom = wrong_port = not_connected = 0
+    streams = lost = phantom = wrong_port = not_connected = expected_total = held_total = 0
     streams_lost = streams_phantom = 0
     shown: list[dict[str, Any]] = []
     for stream in held:
         streams += 1
         expected = truth.get(stream.service, frozenset())
         ips = {ip for ip, _ in stream.addresses}
+        expected_total += len(expected)
+        held_total += len(ips)
         wrong_port += sum(1 for _, p in stream.addresses if p != port)
         if not stream.connected:
             not_connected += 1
@@ -133,6 +135,8 @@ def compare_with_truth(
             )
     return {
         "streams": streams,
+        "addresses_in_api": expected_total,  # summed over streams: what was compared
+        "addresses_held": held_total,
         "not_connected": not_connected,
         "lost": lost,
         "phantom": phantom,

@@ -98,6 +98,7 @@ def test_lost_and_phantom_endpoints_are_counted_per_stream() -> None:
     assert (result["streams"], result["lost"], result["phantom"]) == (5, 3, 1)
     assert (result["streams_with_lost"], result["streams_with_phantom"]) == (2, 1)
     assert (result["wrong_port"], result["not_connected"]) == (1, 1)
+    assert (result["addresses_in_api"], result["addresses_held"]) == (8, 6)
     assert [e["stream_id"] for e in result["examples"]] == [2, 3, 5]
     assert compare_with_truth([held(1, "a", "10.0.0.1", "10.0.0.2")], truth, port=8080)["lost"] == 0
 
