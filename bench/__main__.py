@@ -102,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
         "--server-arg=--stream-stuck-deadline-s=3600)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results")
+    p.add_argument(
+        "--note",
+        default=None,
+        help="a note kept in the JSON (e.g. 'trial run on a shared machine: numbers not final')",
+    )
     return p
 
 
@@ -162,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     document = run_all(scenarios, options, {"soak": run_soak, "profile": run_profile})
+    if args.note:
+        document["note"] = args.note
     document["command"] = " ".join(
         ["python -m bench", *(argv if argv is not None else sys.argv[1:])]
     )
