@@ -217,10 +217,13 @@ async def wait_profiles(
     *,
     timeout_s: float,
     require_quiet: bool,
+    refused_is_final: bool = False,
 ) -> tuple[int, int, str]:
     """Until every GetProfile stream holds its service's tag (then a quiet period).
 
-    Returns (at target, streams, "converged" | "timeout" | "stalled").
+    Returns (at target, streams, "converged" | "timeout" | "stalled" | "refused");
+    "refused" (with `refused_is_final`): no stream ever got a message and the
+    server ended as many streams as there are, as a server without GetProfile does.
     """
     started = time.time()
     deadline = time.monotonic() + timeout_s
@@ -237,6 +240,8 @@ async def wait_profiles(
             continue
         if time.monotonic() > deadline:
             return status.at_target, status.streams, "timeout"
+        if refused_is_final and status.connected == 0 and status.ends >= status.streams > 0:
+            return status.at_target, status.streams, "refused"
         if time.time() - max(status.last_change, started) > STALL_S:
             return status.at_target, status.streams, "stalled"
         await asyncio.sleep(POLL_S)
@@ -359,6 +364,7 @@ async def _profile_with_clients(
                 dict.fromkeys(services, INITIAL_TAG),
                 timeout_s=timeout,
                 require_quiet=False,
+                refused_is_final=True,
             )
         scrape = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
         result["connect"] = {

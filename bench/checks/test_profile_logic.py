@@ -8,13 +8,16 @@ does not read what the server sends, fails here rather than in a long run.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
+from typing import cast
 
 import pytest
 
 from bench.profile_stream import (
     DEFAULT,
     ProfileReport,
+    ProfileStatus,
     ProfileStream,
     ProfileTag,
     profile_status,
@@ -30,8 +33,10 @@ from bench.profiles import (
     profile_name,
     profile_steps,
     step_latencies,
+    wait_profiles,
 )
 from bench.promstats import parse
+from bench.run import Clients
 from destination._proto import destination_pb2 as pb
 from destination.config import DEFAULT_OPAQUE_PORTS
 from destination.translate.profiles import service_profile
@@ -184,3 +189,37 @@ def test_a_profile_specific_histogram_is_preferred_when_the_server_has_one() -> 
         'profile_event_to_enqueue_seconds_sum{cluster="east"} 0.1\n'
     )
     assert profile_histogram(both) == "profile_event_to_enqueue_seconds"
+
+
+class Answers:
+    """Stands in for the client processes: profile_status answers from a list, last one kept."""
+
+    def __init__(self, *answers: ProfileStatus) -> None:
+        self.answers = list(answers)
+
+    async def profile_status(self, targets: dict[str, ProfileTag]) -> ProfileStatus:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def status(connected: int, at: int, ends: int, last: float = 0.0) -> ProfileStatus:
+    return ProfileStatus(
+        streams=4,
+        connected=connected,
+        at_target=at,
+        ends=ends,
+        messages=connected,
+        last_change=last,
+    )
+
+
+async def test_a_server_refusing_every_stream_ends_the_wait_at_once() -> None:
+    refused = cast(Clients, Answers(status(0, 0, 1), status(0, 0, 4)))
+    started = time.monotonic()
+    got = await wait_profiles(refused, {}, timeout_s=30, require_quiet=False, refused_is_final=True)
+    assert got == (0, 4, "refused")
+    assert time.monotonic() - started < 5
+
+
+async def test_streams_at_their_tag_converge() -> None:
+    ready = cast(Clients, Answers(status(4, 2, 0), status(4, 4, 0)))
+    assert await wait_profiles(ready, {}, timeout_s=30, require_quiet=False) == (4, 4, "converged")
