@@ -216,3 +216,16 @@ def test_soak_targets_and_table() -> None:
     assert list(bad.values()) == [False, False, False]
     text = table({"scenarios": [soak_result(0, 0, 1.0)]})
     assert "lost endpoints at the end < 1" in text and "soak: RSS fit slope" in text
+
+
+def test_the_profile_rss_goal_is_not_judged_on_a_scaled_down_run() -> None:
+    def result(notes: list[str], rss: float) -> dict[str, Any]:
+        return {"scenario": "profile", "parameters": {"notes": notes}, "server_peak_rss_mb": rss}
+
+    def rss_check(r: dict[str, Any]) -> dict[str, Any]:
+        return next(c for c in check_targets(r) if "RSS" in c["target"])
+
+    assert rss_check(result([], 500.0))["met"] is True
+    assert rss_check(result([], 700.0))["met"] is False
+    scaled = rss_check(result(["scaled down from 100 services x 100 clients ..."], 120.0))
+    assert scaled["met"] is None and scaled["scaled_down"] is True
