@@ -236,7 +236,11 @@ async def _rotate_once(local: Site, remote: Site, admin: str, record: SoakRecord
 
 
 class _Pinger:
-    """Times the server's admin `/ping` from a thread of its own (blocking urllib)."""
+    """Times the server's admin `/ping` from a thread of its own (blocking urllib).
+
+    The thread is the only writer of `pings_s` and `ping_failures`; they are
+    read once it has been joined.
+    """
 
     def __init__(self, admin: str, interval_s: float, record: SoakRecord) -> None:
         if not admin.startswith("127.0.0.1:"):
@@ -245,7 +249,6 @@ class _Pinger:
         self._interval_s = interval_s
         self._record = record
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="soak-ping", daemon=True)
 
     def __enter__(self) -> _Pinger:
@@ -262,12 +265,9 @@ class _Pinger:
             try:
                 with urllib.request.urlopen(self._url, timeout=5) as response:
                     response.read()
-                took = time.perf_counter() - started
-                with self._lock:
-                    self._record.pings_s.append(took)
+                self._record.pings_s.append(time.perf_counter() - started)
             except (OSError, urllib.error.URLError):
-                with self._lock:
-                    self._record.ping_failures += 1
+                self._record.ping_failures += 1
             self._stop.wait(max(0.0, self._interval_s - (time.perf_counter() - started)))
 
 
