@@ -1,0 +1,621 @@
+"""End-to-end check of `destination serve` with a real linkerd2-proxy.
+
+Run it through deploy/local/proxy-e2e.sh, which builds what it needs and starts
+it in a private network namespace (see netns.py for why):
+
+    deploy/local/proxy-e2e.sh [--keep] [--hold]
+
+What it starts in that namespace, all torn down at the end:
+
+* a local cluster (``east``, from tests/kube: real etcd, kube-apiserver,
+  controllers and kwok), with a Service ``web.e2e`` (no selector) and an
+  EndpointSlice listing two endpoints in the pod range, 10.11.250.1:8080 and
+  10.11.250.2:8080, where two real HTTP servers listen (backend.py);
+* ``destination serve`` on 127.0.0.1:8086, which is the proxy's destination
+  *and* policy address (it answers UNIMPLEMENTED on the policy API, and the
+  proxy then builds its routing from the profile, as with Linkerd 2.12);
+* a test certificate signer on 127.0.0.1:8080 (identity_signer.py);
+* linkerd2-proxy in ingress mode with Linkerd's default ports (outbound 4140,
+  inbound 4143, admin 4191); an iptables rule sends TCP to the Service range to
+  the outbound port, as proxy-init does in a meshed pod.
+
+What it checks, printing PASS or FAIL for each (exit status 1 on any FAIL):
+the proxy is certified and ready; a request with ``l5d-dst-override`` (ingress
+mode: GetProfile by name) and one to the Service's ClusterIP (redirected:
+GetProfile by IP) reach the backends, and traffic reaches both endpoints, so
+the endpoints came from our ``GetProfile`` + ``Get`` (nothing else knows them);
+without a ServiceProfile a slow request waits and a failing one fails; once a
+ServiceProfile with a 500ms route timeout and a retryable route is applied,
+the proxy answers the slow route with 504 in about 500ms and turns the failing
+request into a success with a second attempt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.kube.binaries import BinariesMissing
+from tests.kube.cluster import ClusterStartError, LocalCluster, running_clusters, specs_for
+
+from . import netns
+from .backend import SLOW_S, Backend
+from .identity_signer import IdentityCa, IdentitySigner, start_signer, write_proxy_documents
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+NAMESPACE = "e2e"
+SERVICE = "web"
+SERVICE_PORT = 80
+CLUSTER = "east"
+CLUSTER_DOMAIN = "cluster.local"
+AUTHORITY = f"{SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}:{SERVICE_PORT}"
+PROXY_IDENTITY = f"ingress.{NAMESPACE}.serviceaccount.identity.linkerd.{CLUSTER_DOMAIN}"
+ROUTE_TIMEOUT_MS = 500
+MANAGED_BY = "proxy-e2e.multicluster-destination"
+
+# The namespace is private, so the well-known ports can be used as they are.
+BACKENDS = {"web-a": "10.11.250.1", "web-b": "10.11.250.2"}  # in east's pod range
+BACKEND_PORT = 8080
+DESTINATION_ADDR = "127.0.0.1:8086"
+DESTINATION_ADMIN_ADDR = "127.0.0.1:9996"
+IDENTITY_ADDR = "127.0.0.1:8080"
+PROXY_OUTBOUND_PORT = 4140
+PROXY_INBOUND_PORT = 4143
+PROXY_CONTROL_PORT = 4190
+PROXY_ADMIN_PORT = 4191
+
+READY_TIMEOUT_S = 60.0
+DISCOVERY_TIMEOUT_S = 30.0
+PROFILE_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 10.0
+SPREAD_REQUESTS = 30
+
+
+@dataclass
+class Report:
+    """PASS/FAIL lines as the checks run, and the verdict at the end."""
+
+    failures: list[str] = field(default_factory=list)
+    passed: int = 0
+
+    def check(self, name: str, ok: bool, detail: str) -> bool:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(name)
+        return ok
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str
+    headers: dict[str, str]
+    seconds: float
+
+
+@dataclass
+class Process:
+    """A child process with its log file; its process group is ended at the end."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+
+
+def _spawn(name: str, argv: list[str], *, env: dict[str, str], log: Path) -> Process:
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Process(name=name, popen=popen, log=log)
+
+
+async def _eventually(
+    what: str, probe: Callable[[], Awaitable[bool]], *, timeout_s: float, interval_s: float = 0.2
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if await probe():
+            return True
+        if time.monotonic() > deadline:
+            print(f"      ... gave up waiting for {what} after {timeout_s:.0f}s", flush=True)
+            return False
+        await asyncio.sleep(interval_s)
+
+
+async def _http_ok(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+def _manifests() -> str:
+    """The Service without a selector, and its EndpointSlice listing the backends."""
+    docs: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": SERVICE, "namespace": NAMESPACE},
+            "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "TCP"}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{SERVICE}-backends",
+                "namespace": NAMESPACE,
+                "labels": {
+                    "kubernetes.io/service-name": SERVICE,
+                    "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": [address], "conditions": {"ready": True}}
+                for address in BACKENDS.values()
+            ],
+            "ports": [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}],
+        },
+    ]
+    return "\n---\n".join(json.dumps(doc) for doc in docs)
+
+
+def _service_profile() -> str:
+    profile = {
+        "apiVersion": "linkerd.io/v1alpha2",
+        "kind": "ServiceProfile",
+        "metadata": {"name": f"{SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}", "namespace": NAMESPACE},
+        "spec": {
+            "routes": [
+                {
+                    "name": "GET /slow",
+                    "condition": {"method": "GET", "pathRegex": "/slow"},
+                    "timeout": f"{ROUTE_TIMEOUT_MS}ms",
+                },
+                {
+                    "name": "GET /flaky/{key}",
+                    "condition": {"method": "GET", "pathRegex": "/flaky/[^/]*"},
+                    "isRetryable": True,
+                },
+            ],
+            "retryBudget": {"retryRatio": 0.2, "minRetriesPerSecond": 10, "ttl": "10s"},
+        },
+    }
+    return json.dumps(profile)
+
+
+class Run:
+    """Everything one end-to-end run started, and the checks."""
+
+    def __init__(self, cluster: LocalCluster, proxy: Path, state: Path) -> None:
+        self.cluster = cluster
+        self.proxy_bin = proxy
+        self.state = state
+        self.report = Report()
+        self.processes: list[Process] = []
+        self.attempts: Counter[str] = Counter()
+        self.backends = [
+            Backend(name=name, host=address, port=BACKEND_PORT, attempts=self.attempts)
+            for name, address in BACKENDS.items()
+        ]
+
+    async def kubectl(self, *args: str, input: str | None = None) -> str:
+        return await asyncio.to_thread(self.cluster.kubectl, *args, input=input)
+
+    # -- components -----------------------------------------------------------
+
+    def start_destination(self) -> Process:
+        argv = [
+            sys.executable,
+            "-m",
+            "destination",
+            "serve",
+            "--kubeconfig",
+            str(self.cluster.kubeconfig),
+            "--cluster-name",
+            self.cluster.name,
+            "--cluster-domain",
+            CLUSTER_DOMAIN,
+            "--listen-address",
+            DESTINATION_ADDR,
+            "--admin-address",
+            DESTINATION_ADMIN_ADDR,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DESTINATION_")}
+        process = _spawn("destination", argv, env=env, log=self.state / "destination.log")
+        self.processes.append(process)
+        return process
+
+    def proxy_environment(self, ca: IdentityCa, identity_dir: Path, token: Path) -> dict[str, str]:
+        spec = self.cluster.spec
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LINKERD2_PROXY_LOG": os.environ.get("MCD_E2E_PROXY_LOG", "warn,linkerd=info"),
+            "LINKERD2_PROXY_LOG_FORMAT": "plain",
+            # Ingress mode: route by l5d-dst-override when a request has it, else by
+            # the connection's original destination.
+            "LINKERD2_PROXY_INGRESS_MODE": "true",
+            # Control plane on loopback: plaintext, no server identity to check.
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR": DESTINATION_ADDR,
+            "LINKERD2_PROXY_POLICY_SVC_ADDR": DESTINATION_ADDR,
+            "LINKERD2_PROXY_POLICY_WORKLOAD": json.dumps({"ns": NAMESPACE, "pod": "ingress-0"}),
+            "LINKERD2_PROXY_DESTINATION_CONTEXT": json.dumps(
+                {"ns": NAMESPACE, "nodeName": spec.node_names()[0], "pod": "ingress-0"}
+            ),
+            # Addresses the proxy asks GetProfile about (names under svc.cluster.local
+            # always are): the cluster's pod and Service ranges.
+            "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS": ",".join(
+                (spec.pod_cidr, spec.service_cidr, spec.service_cidr_v6)
+            ),
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR": IDENTITY_ADDR,
+            "LINKERD2_PROXY_IDENTITY_DIR": str(identity_dir),
+            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE": str(token),
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS": ca.trust_anchors_pem(),
+            "LINKERD2_PROXY_IDENTITY_LOCAL_NAME": PROXY_IDENTITY,
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR": f"127.0.0.1:{PROXY_OUTBOUND_PORT}",
+            "LINKERD2_PROXY_INBOUND_LISTEN_ADDR": f"127.0.0.1:{PROXY_INBOUND_PORT}",
+            "LINKERD2_PROXY_ADMIN_LISTEN_ADDR": f"127.0.0.1:{PROXY_ADMIN_PORT}",
+            "LINKERD2_PROXY_CONTROL_LISTEN_ADDR": f"127.0.0.1:{PROXY_CONTROL_PORT}",
+            "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY": "all-unauthenticated",
+        }
+
+    # -- requests through the proxy -------------------------------------------
+
+    async def request(
+        self, session: aiohttp.ClientSession, path: str, *, to_ip: str | None = None
+    ) -> Reply:
+        """GET ``path`` through the proxy: by name to its outbound port, or to a ClusterIP.
+
+        A request to ``to_ip`` goes to that Service address, port 80; the NAT
+        rule of the namespace hands the connection to the proxy.
+        """
+        started = time.monotonic()
+        if to_ip is None:
+            url = f"http://127.0.0.1:{PROXY_OUTBOUND_PORT}{path}"
+            headers = {"l5d-dst-override": AUTHORITY}
+        else:
+            url = f"http://{to_ip}:{SERVICE_PORT}{path}"
+            headers = {}
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        ) as response:
+            body = await response.text()
+            return Reply(
+                status=response.status,
+                body=body.strip(),
+                headers={k.lower(): v for k, v in response.headers.items()},
+                seconds=time.monotonic() - started,
+            )
+
+    async def _first_200(
+        self, session: aiohttp.ClientSession, path: str, *, to_ip: str | None = None
+    ) -> Reply | None:
+        found: list[Reply] = []
+
+        async def answered() -> bool:
+            try:
+                reply = await self.request(session, path, to_ip=to_ip)
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+            if reply.status == 200:
+                found.append(reply)
+            return bool(found)
+
+        target = to_ip or AUTHORITY
+        await _eventually(
+            f"a 200 through the proxy for {target}", answered, timeout_s=DISCOVERY_TIMEOUT_S
+        )
+        return found[0] if found else None
+
+    # -- the checks ------------------------------------------------------------
+
+    async def run(self) -> int:
+        report = self.report
+        for backend in self.backends:
+            await backend.start()
+        print(
+            "      backends "
+            + ", ".join(f"{b.name}={b.host}:{b.port}" for b in self.backends)
+            + f"; EndpointSlice {NAMESPACE}/{SERVICE}-backends lists both",
+            flush=True,
+        )
+        await self.kubectl("apply", "-f", "-", input=_manifests())
+        cluster_ip = (
+            await self.kubectl(
+                "-n", NAMESPACE, "get", "service", SERVICE, "-o", "jsonpath={.spec.clusterIP}"
+            )
+        ).strip()
+
+        destination = self.start_destination()
+        async with aiohttp.ClientSession() as session:
+            ready = await _eventually(
+                "destination serve /ready",
+                lambda: _http_ok(session, f"http://{DESTINATION_ADMIN_ADDR}/ready"),
+                timeout_s=READY_TIMEOUT_S,
+            )
+            if not report.check(
+                "destination serve ready",
+                ready and destination.alive(),
+                f"gRPC on {DESTINATION_ADDR}, cache of cluster {CLUSTER} synced",
+            ):
+                return self.finish()
+
+            ca = IdentityCa.create(CLUSTER_DOMAIN)
+            token = secrets.token_urlsafe(32).encode()
+            signer = IdentitySigner(ca, identity=PROXY_IDENTITY, token=token)
+            signer_server, _ = await start_signer(signer, IDENTITY_ADDR)
+            try:
+                if not await self.start_proxy(session, ca, token, signer):
+                    return self.finish()
+                await self.check_discovery(session, cluster_ip)
+                if self.report.failures:
+                    return self.finish()
+                await self.check_profile(session)
+                return self.finish()
+            finally:
+                await signer_server.stop(grace=None)
+
+    async def start_proxy(
+        self,
+        session: aiohttp.ClientSession,
+        ca: IdentityCa,
+        token: bytes,
+        signer: IdentitySigner,
+    ) -> bool:
+        identity_dir = self.state / "identity"
+        write_proxy_documents(identity_dir, PROXY_IDENTITY)
+        token_file = self.state / "token"
+        token_file.write_bytes(token)
+        token_file.chmod(0o600)
+        env = self.proxy_environment(ca, identity_dir, token_file)
+        proxy = _spawn(
+            "linkerd2-proxy", [str(self.proxy_bin)], env=env, log=self.state / "proxy.log"
+        )
+        self.processes.append(proxy)
+        ready = await _eventually(
+            "the proxy's /ready",
+            lambda: _http_ok(session, f"http://127.0.0.1:{PROXY_ADMIN_PORT}/ready"),
+            timeout_s=READY_TIMEOUT_S,
+        )
+        return self.report.check(
+            "proxy certified and ready",
+            ready and proxy.alive() and signer.certified >= 1,
+            f"{signer.certified} certificate(s) issued for {PROXY_IDENTITY}; "
+            f"admin 127.0.0.1:{PROXY_ADMIN_PORT}/ready is 200",
+        )
+
+    async def check_discovery(self, session: aiohttp.ClientSession, cluster_ip: str) -> None:
+        report = self.report
+        by_name = await self._first_200(session, "/")
+        report.check(
+            "ingress: request by name reaches an endpoint (GetProfile + Get)",
+            by_name is not None,
+            f"GET / with l5d-dst-override: {AUTHORITY} -> "
+            + (f"200 '{by_name.body}'" if by_name else "no 200 (see the proxy log below)"),
+        )
+        by_ip = await self._first_200(session, "/", to_ip=cluster_ip)
+        report.check(
+            "redirected: request to the ClusterIP reaches an endpoint (GetProfile by IP + Get)",
+            by_ip is not None,
+            f"GET http://{cluster_ip}:{SERVICE_PORT}/ -> "
+            + (f"200 '{by_ip.body}'" if by_ip else "no 200 (see the proxy log below)"),
+        )
+        if by_name is None:
+            return
+        before = {b.name: b.served["/"] for b in self.backends}
+        for _ in range(SPREAD_REQUESTS):
+            await self.request(session, "/")
+        spread = {b.name: b.served["/"] - before[b.name] for b in self.backends}
+        report.check(
+            "both endpoints of the Get answer used",
+            all(count > 0 for count in spread.values()),
+            f"{SPREAD_REQUESTS} requests by name, served per endpoint: {spread}",
+        )
+
+    async def check_profile(self, session: aiohttp.ClientSession) -> None:
+        report = self.report
+        # Before any ServiceProfile: no timeout, no retry.
+        slow = await self.request(session, "/slow")
+        report.check(
+            "no profile: slow route waits for the backend",
+            slow.status == 200 and slow.seconds >= SLOW_S * 0.9,
+            f"GET /slow -> {slow.status} in {slow.seconds:.2f}s",
+        )
+        flaky = await self.request(session, "/flaky/before-profile")
+        report.check(
+            "no profile: failing request not retried",
+            flaky.status == 500 and self.attempts["/flaky/before-profile"] == 1,
+            f"GET /flaky/before-profile -> {flaky.status} after "
+            f"{self.attempts['/flaky/before-profile']} attempt(s) at the backends",
+        )
+
+        await self.kubectl("apply", "-f", "-", input=_service_profile())
+        print(
+            f"      applied ServiceProfile {SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}: "
+            f"GET /slow timeout {ROUTE_TIMEOUT_MS}ms, GET /flaky/[^/]* isRetryable",
+            flush=True,
+        )
+        applied_at = time.monotonic()
+
+        async def times_out() -> bool:
+            return (await self.request(session, "/slow")).status == 504
+
+        applied = await _eventually(
+            "the route timeout to apply", times_out, timeout_s=PROFILE_TIMEOUT_S, interval_s=0.5
+        )
+        if not applied:
+            report.check(
+                f"profile: route timeout {ROUTE_TIMEOUT_MS}ms applied",
+                False,
+                f"GET /slow never answered 504 in {PROFILE_TIMEOUT_S:.0f}s after the profile",
+            )
+            return
+        took = time.monotonic() - applied_at
+        # Measure a fresh request: the first 504 may have started before the update.
+        reply = await self.request(session, "/slow")
+        report.check(
+            f"profile: route timeout {ROUTE_TIMEOUT_MS}ms applied",
+            reply.status == 504 and reply.seconds < ROUTE_TIMEOUT_MS / 1000 + 0.5,
+            f"GET /slow -> {reply.status} in {reply.seconds:.2f}s "
+            f"(l5d-proxy-error: {reply.headers.get('l5d-proxy-error', '-')}); the backend "
+            f"takes {SLOW_S:.0f}s; in effect {took:.1f}s after the apply",
+        )
+
+        retried = await self.request(session, "/flaky/after-profile")
+        attempts = self.attempts["/flaky/after-profile"]
+        report.check(
+            "profile: retryable route retried",
+            retried.status == 200 and attempts == 2,
+            f"GET /flaky/after-profile -> {retried.status} '{retried.body}' after "
+            f"{attempts} attempts at the backends",
+        )
+
+    def finish(self) -> int:
+        if self.report.failures:
+            for process in self.processes:
+                print(f"\n--- last lines of {process.name} ({process.log}) ---")
+                print(process.tail())
+            failed = ", ".join(self.report.failures)
+            print(f"\n{len(self.report.failures)} check(s) failed: {failed}")
+            return 1
+        print(f"\nall {self.report.passed} checks passed")
+        return 0
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+async def _run(run: Run, hold: bool) -> int:
+    try:
+        status = await run.run()
+        if hold:
+            print("holding everything up until Ctrl-C (--hold) ...", flush=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        return status
+    finally:
+        run.stop()
+        for backend in run.backends:
+            await backend.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy_e2e", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument(
+        "--proxy",
+        type=Path,
+        default=os.environ.get("LINKERD2_PROXY"),
+        help="the linkerd2-proxy binary (build-proxy.sh builds it); env LINKERD2_PROXY",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep logs and cluster state")
+    parser.add_argument(
+        "--hold", action="store_true", help="after the checks, keep everything running until Ctrl-C"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.proxy is None or not os.access(args.proxy, os.X_OK):
+        print(
+            f"error: no linkerd2-proxy binary at {args.proxy}; run deploy/local/build-proxy.sh "
+            "and pass --proxy",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        netns.check_private()
+    except netns.NotPrivate as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Loopback must be up before the cluster starts; the cluster's ranges are
+    # known from its spec.
+    spec = specs_for([CLUSTER], cluster_domain=CLUSTER_DOMAIN)[0]
+    netns.set_up(
+        pod_addresses=BACKENDS.values(),
+        service_cidr=spec.service_cidr,
+        outbound_port=PROXY_OUTBOUND_PORT,
+    )
+    state = Path(tempfile.mkdtemp(prefix="mcd-proxy-e2e-"))
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    print(f"proxy end-to-end check, {started}: proxy {args.proxy}", flush=True)
+    print(
+        f"      private network namespace: {', '.join(BACKENDS.values())} on lo, "
+        f"TCP to {spec.service_cidr} redirected to :{PROXY_OUTBOUND_PORT}",
+        flush=True,
+    )
+    try:
+        with running_clusters(
+            [CLUSTER], cluster_domain=CLUSTER_DOMAIN, keep_dir=args.keep
+        ) as clusters:
+            cluster = clusters[0]
+            print(f"      cluster {cluster.name} up ({cluster.server})", flush=True)
+            run = Run(cluster, args.proxy, state)
+            with contextlib.suppress(KeyboardInterrupt):
+                return asyncio.run(_run(run, args.hold))
+            return 130
+    except (BinariesMissing, ClusterStartError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"kept logs in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
