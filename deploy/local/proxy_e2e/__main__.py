@@ -69,6 +69,7 @@ CLUSTER_DOMAIN = "cluster.local"
 AUTHORITY = f"{SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}:{SERVICE_PORT}"
 PROXY_IDENTITY = f"ingress.{NAMESPACE}.serviceaccount.identity.linkerd.{CLUSTER_DOMAIN}"
 ROUTE_TIMEOUT_MS = 500
+UPDATED_TIMEOUT_MS = 1200
 MANAGED_BY = "proxy-e2e.multicluster-destination"
 
 # The namespace is private, so the well-known ports can be used as they are.
@@ -81,6 +82,13 @@ PROXY_OUTBOUND_PORT = 4140
 PROXY_INBOUND_PORT = 4143
 PROXY_CONTROL_PORT = 4190
 PROXY_ADMIN_PORT = 4191
+
+# The proxy decides between a profile's routes and its default routing when it
+# builds a target's stack, and keeps that stack while requests use it; an idle
+# target is dropped after LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT (5 s by
+# default) and rebuilt, with the routes, on the next request. Changes to a
+# profile that already has routes apply at once.
+PROXY_DISCOVERY_IDLE_S = 5.0
 
 READY_TIMEOUT_S = 60.0
 DISCOVERY_TIMEOUT_S = 30.0
@@ -210,7 +218,7 @@ def _manifests() -> str:
     return "\n---\n".join(json.dumps(doc) for doc in docs)
 
 
-def _service_profile() -> str:
+def _service_profile(timeout_ms: int) -> str:
     profile = {
         "apiVersion": "linkerd.io/v1alpha2",
         "kind": "ServiceProfile",
@@ -220,7 +228,7 @@ def _service_profile() -> str:
                 {
                     "name": "GET /slow",
                     "condition": {"method": "GET", "pathRegex": "/slow"},
-                    "timeout": f"{ROUTE_TIMEOUT_MS}ms",
+                    "timeout": f"{timeout_ms}ms",
                 },
                 {
                     "name": "GET /flaky/{key}",
@@ -479,37 +487,35 @@ class Run:
             f"{self.attempts['/flaky/before-profile']} attempt(s) at the backends",
         )
 
-        await self.kubectl("apply", "-f", "-", input=_service_profile())
+        await self.kubectl("apply", "-f", "-", input=_service_profile(ROUTE_TIMEOUT_MS))
         print(
             f"      applied ServiceProfile {SERVICE}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}: "
-            f"GET /slow timeout {ROUTE_TIMEOUT_MS}ms, GET /flaky/[^/]* isRetryable",
+            f"GET /slow timeout {ROUTE_TIMEOUT_MS}ms, GET /flaky/[^/]* isRetryable; no traffic "
+            f"for {PROXY_DISCOVERY_IDLE_S + 1:.0f}s so the proxy rebuilds the target with routes",
             flush=True,
         )
         applied_at = time.monotonic()
-
-        async def times_out() -> bool:
-            return (await self.request(session, "/slow")).status == 504
-
-        applied = await _eventually(
-            "the route timeout to apply", times_out, timeout_s=PROFILE_TIMEOUT_S, interval_s=0.5
-        )
-        if not applied:
-            report.check(
-                f"profile: route timeout {ROUTE_TIMEOUT_MS}ms applied",
-                False,
-                f"GET /slow never answered 504 in {PROFILE_TIMEOUT_S:.0f}s after the profile",
-            )
-            return
+        timed_out: Reply | None = None
+        while time.monotonic() - applied_at < PROFILE_TIMEOUT_S:
+            await asyncio.sleep(PROXY_DISCOVERY_IDLE_S + 1)
+            reply = await self.request(session, "/slow")
+            if reply.status == 504:
+                timed_out = reply
+                break
         took = time.monotonic() - applied_at
-        # Measure a fresh request: the first 504 may have started before the update.
-        reply = await self.request(session, "/slow")
         report.check(
             f"profile: route timeout {ROUTE_TIMEOUT_MS}ms applied",
-            reply.status == 504 and reply.seconds < ROUTE_TIMEOUT_MS / 1000 + 0.5,
-            f"GET /slow -> {reply.status} in {reply.seconds:.2f}s "
-            f"(l5d-proxy-error: {reply.headers.get('l5d-proxy-error', '-')}); the backend "
-            f"takes {SLOW_S:.0f}s; in effect {took:.1f}s after the apply",
+            timed_out is not None and timed_out.seconds < ROUTE_TIMEOUT_MS / 1000 + 0.5,
+            (
+                f"GET /slow -> {timed_out.status} in {timed_out.seconds:.2f}s (l5d-proxy-error: "
+                f"{timed_out.headers.get('l5d-proxy-error', '-')}); the backend takes "
+                f"{SLOW_S:.0f}s; first request after the apply and an idle pause"
+                if timed_out is not None
+                else f"GET /slow never answered 504 in {took:.0f}s after the profile"
+            ),
         )
+        if timed_out is None:
+            return
 
         retried = await self.request(session, "/flaky/after-profile")
         attempts = self.attempts["/flaky/after-profile"]
@@ -518,6 +524,32 @@ class Run:
             retried.status == 200 and attempts == 2,
             f"GET /flaky/after-profile -> {retried.status} '{retried.body}' after "
             f"{attempts} attempts at the backends",
+        )
+
+        # A change to a profile the proxy already routes by: applied on the live stream.
+        await self.kubectl("apply", "-f", "-", input=_service_profile(UPDATED_TIMEOUT_MS))
+        changed_at = time.monotonic()
+        updated: list[Reply] = []
+
+        async def longer_timeout() -> bool:
+            reply = await self.request(session, "/slow")
+            if reply.status == 504 and reply.seconds >= UPDATED_TIMEOUT_MS / 1000 * 0.9:
+                updated.append(reply)
+            return bool(updated)
+
+        await _eventually(
+            "the changed timeout", longer_timeout, timeout_s=PROFILE_TIMEOUT_S, interval_s=0.1
+        )
+        report.check(
+            f"profile: changed timeout ({UPDATED_TIMEOUT_MS}ms) applied while in use",
+            bool(updated) and updated[0].seconds < UPDATED_TIMEOUT_MS / 1000 + 0.5,
+            (
+                f"GET /slow -> {updated[0].status} in {updated[0].seconds:.2f}s, "
+                f"{time.monotonic() - changed_at:.1f}s after the change, with requests "
+                "flowing all along"
+                if updated
+                else f"no 504 after about {UPDATED_TIMEOUT_MS}ms within {PROFILE_TIMEOUT_S:.0f}s"
+            ),
         )
 
     def finish(self) -> int:
