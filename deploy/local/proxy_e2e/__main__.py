@@ -21,13 +21,16 @@ What it starts in that namespace, all torn down at the end:
 
 What it checks, printing PASS or FAIL for each (exit status 1 on any FAIL):
 the proxy is certified and ready; a request with ``l5d-dst-override`` (ingress
-mode: GetProfile by name) and one to the Service's ClusterIP (redirected:
-GetProfile by IP) reach the backends, and traffic reaches both endpoints, so
-the endpoints came from our ``GetProfile`` + ``Get`` (nothing else knows them);
-without a ServiceProfile a slow request waits and a failing one fails; once a
-ServiceProfile with a 500ms route timeout and a retryable route is applied,
-the proxy answers the slow route with 504 in about 500ms and turns the failing
-request into a success with a second attempt.
+mode: GetProfile by name) reaches a backend, and the proxy's balancer holds
+both endpoints (so they came from our ``GetProfile`` + ``Get``: nothing else
+knows them); an endpoint removed from the EndpointSlice leaves the balancer
+and gets no more requests, and comes back when re-added (live ``Get``
+updates); a request to the Service's ClusterIP (redirected: GetProfile by IP)
+reaches a backend; without a ServiceProfile a slow request waits and a
+failing one fails; once a ServiceProfile with a 500ms route timeout and a
+retryable route is applied, the proxy answers the slow route with 504 in
+about 500ms and turns the failing request into a success with a second
+attempt; a changed timeout (1200ms) applies on the live stream.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kube.binaries import BinariesMissing
 from tests.kube.cluster import ClusterStartError, LocalCluster, running_clusters, specs_for
@@ -151,7 +155,17 @@ class Process:
                 self.popen.wait(timeout=10)
 
 
+_SETPRIV = shutil.which("setpriv")
+
+
 def _spawn(name: str, argv: list[str], *, env: dict[str, str], log: Path) -> Process:
+    """Start ``argv`` in its own process group, killed if this process dies first.
+
+    The parent-death signal (util-linux setpriv) covers what ``finally`` cannot:
+    a SIGKILL of the driver must not leave a proxy or a server running.
+    """
+    if _SETPRIV is not None:
+        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
     with open(log, "ab") as out:
         popen = subprocess.Popen(
             argv,
@@ -186,6 +200,27 @@ async def _http_ok(session: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
+def _endpoint_slice(backends: dict[str, str]) -> dict[str, object]:
+    """The Service's one EndpointSlice, listing ``backends`` (name -> address)."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{SERVICE}-backends",
+            "namespace": NAMESPACE,
+            "labels": {
+                "kubernetes.io/service-name": SERVICE,
+                "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [address], "conditions": {"ready": True}} for address in backends.values()
+        ],
+        "ports": [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}],
+    }
+
+
 def _manifests() -> str:
     """The Service without a selector, and its EndpointSlice listing the backends."""
     docs: list[dict[str, object]] = [
@@ -196,24 +231,7 @@ def _manifests() -> str:
             "metadata": {"name": SERVICE, "namespace": NAMESPACE},
             "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "TCP"}]},
         },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{SERVICE}-backends",
-                "namespace": NAMESPACE,
-                "labels": {
-                    "kubernetes.io/service-name": SERVICE,
-                    "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [
-                {"addresses": [address], "conditions": {"ready": True}}
-                for address in BACKENDS.values()
-            ],
-            "ports": [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}],
-        },
+        _endpoint_slice(BACKENDS),
     ]
     return "\n---\n".join(json.dumps(doc) for doc in docs)
 
@@ -451,6 +469,10 @@ class Run:
             f"GET / with l5d-dst-override: {AUTHORITY} -> "
             + (f"200 '{by_name.body}'" if by_name else "no 200 (see the proxy log below)"),
         )
+        if by_name is not None:
+            await self.check_balancing(session)
+        # Last, so that its target (a second balancer with the same metric labels)
+        # is not counted in the balancer checks.
         by_ip = await self._first_200(session, "/", to_ip=cluster_ip)
         report.check(
             "redirected: request to the ClusterIP reaches an endpoint (GetProfile by IP + Get)",
@@ -458,17 +480,80 @@ class Run:
             f"GET http://{cluster_ip}:{SERVICE_PORT}/ -> "
             + (f"200 '{by_ip.body}'" if by_ip else "no 200 (see the proxy log below)"),
         )
-        if by_name is None:
-            return
+
+    async def check_balancing(self, session: aiohttp.ClientSession) -> None:
+        report = self.report
         before = {b.name: b.served["/"] for b in self.backends}
         for _ in range(SPREAD_REQUESTS):
             await self.request(session, "/")
         spread = {b.name: b.served["/"] - before[b.name] for b in self.backends}
+        # The balancer picks by latency (P2C, peak EWMA), so sequential requests may
+        # all go to one endpoint; what the proxy holds is in its metrics.
+        in_balancer = await self.balancer_endpoints(session)
         report.check(
-            "both endpoints of the Get answer used",
-            all(count > 0 for count in spread.values()),
-            f"{SPREAD_REQUESTS} requests by name, served per endpoint: {spread}",
+            "the proxy balances over both endpoints of the Get answer",
+            in_balancer == len(BACKENDS),
+            f"outbound_http_balancer_endpoints ready={in_balancer}; {SPREAD_REQUESTS} "
+            f"requests by name served per endpoint: {spread}",
         )
+
+        # Get keeps streaming: an endpoint leaves the EndpointSlice, then comes back.
+        remaining = {"web-b": BACKENDS["web-b"]}
+        changed_at = time.monotonic()
+        await self.kubectl("apply", "-f", "-", input=json.dumps(_endpoint_slice(remaining)))
+
+        async def only_web_b() -> bool:
+            await self.request(session, "/")
+            return await self.balancer_endpoints(session) == 1
+
+        removed = await _eventually(
+            "the proxy to drop web-a", only_web_b, timeout_s=DISCOVERY_TIMEOUT_S, interval_s=0.1
+        )
+        took = time.monotonic() - changed_at
+        served_before = {b.name: b.served["/"] for b in self.backends}
+        for _ in range(10):
+            await self.request(session, "/")
+        served = {b.name: b.served["/"] - served_before[b.name] for b in self.backends}
+        report.check(
+            "Get update: a removed endpoint gets no more requests",
+            removed and served["web-a"] == 0 and served["web-b"] == 10,
+            f"web-a left the EndpointSlice; balancer at 1 endpoint {took:.1f}s after kubectl "
+            f"apply; next 10 requests served per endpoint: {served}",
+        )
+        changed_at = time.monotonic()
+        await self.kubectl("apply", "-f", "-", input=json.dumps(_endpoint_slice(BACKENDS)))
+
+        async def both_back() -> bool:
+            await self.request(session, "/")
+            return await self.balancer_endpoints(session) == len(BACKENDS)
+
+        added = await _eventually(
+            "the proxy to add web-a", both_back, timeout_s=DISCOVERY_TIMEOUT_S, interval_s=0.1
+        )
+        report.check(
+            "Get update: an endpoint added back is balanced over again",
+            added,
+            f"web-a back in the EndpointSlice; balancer at {len(BACKENDS)} endpoints "
+            f"{time.monotonic() - changed_at:.1f}s after kubectl apply",
+        )
+
+    async def balancer_endpoints(self, session: aiohttp.ClientSession) -> int:
+        """Ready endpoints in the proxy's outbound balancer for the Service (0 if none).
+
+        Read right after a request: the proxy drops an idle target's balancer.
+        Only one Service is in play, so the largest ready count is its.
+        """
+        url = f"http://127.0.0.1:{PROXY_ADMIN_PORT}/metrics"
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            text = await response.text()
+        ready = [
+            int(sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "outbound_http_balancer_endpoints"
+            for sample in family.samples
+            if sample.labels.get("endpoint_state") == "ready"
+        ]
+        return max(ready, default=0)
 
     async def check_profile(self, session: aiohttp.ClientSession) -> None:
         report = self.report
@@ -507,8 +592,7 @@ class Run:
             f"profile: route timeout {ROUTE_TIMEOUT_MS}ms applied",
             timed_out is not None and timed_out.seconds < ROUTE_TIMEOUT_MS / 1000 + 0.5,
             (
-                f"GET /slow -> {timed_out.status} in {timed_out.seconds:.2f}s (l5d-proxy-error: "
-                f"{timed_out.headers.get('l5d-proxy-error', '-')}); the backend takes "
+                f"GET /slow -> {timed_out.status} in {timed_out.seconds:.2f}s, the backend takes "
                 f"{SLOW_S:.0f}s; first request after the apply and an idle pause"
                 if timed_out is not None
                 else f"GET /slow never answered 504 in {took:.0f}s after the profile"
@@ -527,8 +611,8 @@ class Run:
         )
 
         # A change to a profile the proxy already routes by: applied on the live stream.
-        await self.kubectl("apply", "-f", "-", input=_service_profile(UPDATED_TIMEOUT_MS))
         changed_at = time.monotonic()
+        await self.kubectl("apply", "-f", "-", input=_service_profile(UPDATED_TIMEOUT_MS))
         updated: list[Reply] = []
 
         async def longer_timeout() -> bool:
@@ -545,7 +629,7 @@ class Run:
             bool(updated) and updated[0].seconds < UPDATED_TIMEOUT_MS / 1000 + 0.5,
             (
                 f"GET /slow -> {updated[0].status} in {updated[0].seconds:.2f}s, "
-                f"{time.monotonic() - changed_at:.1f}s after the change, with requests "
+                f"{time.monotonic() - changed_at:.1f}s after kubectl apply, with requests "
                 "flowing all along"
                 if updated
                 else f"no 504 after about {UPDATED_TIMEOUT_MS}ms within {PROFILE_TIMEOUT_S:.0f}s"
@@ -569,6 +653,10 @@ class Run:
 
 
 async def _run(run: Run, hold: bool) -> int:
+    # SIGTERM ends the run like Ctrl-C: everything started is stopped.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         status = await run.run()
         if hold:
@@ -601,6 +689,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A shell starts background jobs with SIGINT ignored; --hold needs Ctrl-C/kill -INT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.proxy is None or not os.access(args.proxy, os.X_OK):
         print(
             f"error: no linkerd2-proxy binary at {args.proxy}; run deploy/local/build-proxy.sh "
@@ -636,8 +726,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster = clusters[0]
             print(f"      cluster {cluster.name} up ({cluster.server})", flush=True)
             run = Run(cluster, args.proxy, state)
-            with contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
                 return asyncio.run(_run(run, args.hold))
+            print("interrupted; everything started was stopped", flush=True)
             return 130
     except (BinariesMissing, ClusterStartError) as err:
         print(f"error: {err}", file=sys.stderr)
