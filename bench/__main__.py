@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from .profiles import run_profile
 from .report import check_targets, table
 from .run import Options, run_all
-from .scenarios import NAMES, build
+from .scenarios import DEFAULT_NAMES, NAMES, SoakSettings, build
+from .soak import run_soak
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,13 +22,18 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Load benchmark of `destination serve` on local clusters (loopback only).",
     )
-    p.add_argument("--scenario", choices=[*NAMES, "all"], default="all")
+    p.add_argument(
+        "--scenario",
+        choices=[*NAMES, "all"],
+        default="all",
+        help=f"all: {', '.join(DEFAULT_NAMES)} (soak and profile run only when named)",
+    )
     p.add_argument(
         "--cycles",
         type=int,
         default=None,
         help="up/down cycles (default: small-oscillation 3, large-rollout 2, many-services 2, "
-        "federated 3)",
+        "federated 3); profile: cycles of its five ServiceProfile/Service steps (default 2)",
     )
     p.add_argument("--client-procs", type=int, default=2, help="client processes (default 2)")
     p.add_argument(
@@ -42,6 +49,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--many-services", type=int, default=100, help="many-services: services")
     p.add_argument("--many-low", type=int, default=50, help="many-services: low endpoint count")
     p.add_argument("--many-high", type=int, default=100, help="many-services: high endpoint count")
+    p.add_argument(
+        "--soak-minutes", type=float, default=30.0, help="soak: minutes of churn (default 30)"
+    )
+    p.add_argument(
+        "--soak-warmup-minutes",
+        type=float,
+        default=5.0,
+        help="soak: RSS growth is read after this warm-up (default 5)",
+    )
+    p.add_argument(
+        "--soak-streams-per-target",
+        type=int,
+        default=100,
+        help="soak: Get streams per service (default 100)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="soak: random seed (default 1)")
+    p.add_argument(
+        "--profile-services", type=int, default=100, help="profile: services (default 100)"
+    )
+    p.add_argument(
+        "--profile-streams-per-service",
+        type=int,
+        default=100,
+        help="profile: clients per service, each with a GetProfile and a Get stream (default 100)",
+    )
+    p.add_argument(
+        "--profile-endpoints",
+        type=int,
+        default=10,
+        help="profile: ready pods per service (default 10)",
+    )
     p.add_argument(
         "--max-load",
         type=float,
@@ -64,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
         "--server-arg=--stream-stuck-deadline-s=3600)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results")
+    p.add_argument(
+        "--note",
+        default=None,
+        help="a note kept in the JSON (e.g. 'trial run on a shared machine: numbers not final')",
+    )
     return p
 
 
@@ -83,19 +126,33 @@ def main(argv: list[str] | None = None) -> int:
             "error: --client-procs, --channels-per-proc and --cycles must be >= 1", file=sys.stderr
         )
         return 2
-    names = list(NAMES) if args.scenario == "all" else [args.scenario]
-    scenarios = [
-        build(
-            name,
-            cycles=args.cycles,
-            hold_s=args.hold_seconds,
-            rolling_restart=args.rolling_restart,
-            many_low=args.many_low,
-            many_high=args.many_high,
-            many_services=args.many_services,
+    names = list(DEFAULT_NAMES) if args.scenario == "all" else [args.scenario]
+    try:
+        soak = SoakSettings(
+            minutes=args.soak_minutes,
+            warmup_minutes=args.soak_warmup_minutes,
+            streams_per_target=args.soak_streams_per_target,
+            seed=args.seed,
         )
-        for name in names
-    ]
+        scenarios = [
+            build(
+                name,
+                cycles=args.cycles,
+                hold_s=args.hold_seconds,
+                rolling_restart=args.rolling_restart,
+                many_low=args.many_low,
+                many_high=args.many_high,
+                many_services=args.many_services,
+                soak=soak,
+                profile_services=args.profile_services,
+                profile_streams_per_service=args.profile_streams_per_service,
+                profile_endpoints=args.profile_endpoints,
+            )
+            for name in names
+        ]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     options = Options(
         client_procs=args.client_procs,
         channels_per_proc=args.channels_per_proc,
@@ -109,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     # ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-    document = run_all(scenarios, options)
+    document = run_all(scenarios, options, {"soak": run_soak, "profile": run_profile})
+    if args.note:
+        document["note"] = args.note
     document["command"] = " ".join(
         ["python -m bench", *(argv if argv is not None else sys.argv[1:])]
     )

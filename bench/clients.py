@@ -15,10 +15,16 @@ time (`time.time()`, comparable across processes):
   every address (for the rollout, whose final state is "every address from
   the new ReplicaSet").
 
+A process may also hold `GetProfile` streams (an assignment's `rpc`), which
+keep the tag of the profile they hold (bench/profile_stream.py).
+
 The orchestrator drives a process over a `multiprocessing` pipe with small
-commands: `status` (how many streams are connected / at a target), `report`
-(every stream's numbers) and `stop`. A process whose parent dies sees the
-pipe close and exits; it also has a parent-death signal.
+commands: `status` (how many Get streams are connected / at a target),
+`report` (every Get stream's numbers), `profile_status` and `profile_report`
+(the same for GetProfile streams), `addresses` (every Get stream's address
+set, to compare with the API), `churn` (close the named streams and open them
+again, as a restarted proxy would), `loop_lag` and `stop`. A process whose
+parent dies sees the pipe close and exits; it also has a parent-death signal.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import signal
 import threading
 import time
@@ -33,13 +40,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from destination._proto import destination_pb2 as pb
 
+from .profile_stream import GET_PROFILE, ProfileStream, profile_status
+
 GET = "/io.linkerd.proxy.destination.Destination/Get"
+GET_RPC = "Get"
+PROFILE_RPC = "GetProfile"
 HASH_LABEL = "pod_template_hash"
 LAG_TICK_S = 0.02
 REOPEN_AFTER_S = 1.0
@@ -48,13 +59,25 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """One stream to open: its id, the service it watches, the Get request."""
+    """One stream to open: its id, the service it watches, the request, and its RPC."""
 
     stream_id: int
     service: str
     path: str
     context_token: str
     slot: int  # the stream's index among its service's streams
+    rpc: str = GET_RPC  # or PROFILE_RPC
+    steady: bool = False  # the soak never closes it
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAddresses:
+    """A Get stream's address set, as (dotted IPv4, port) pairs."""
+
+    stream_id: int
+    service: str
+    connected: bool
+    addresses: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +189,22 @@ class _Stream:
         if changed:
             self.t_set = now
 
+    def ended(self, error: str) -> None:
+        """The server ended the stream; the reopened one starts with the whole set."""
+        self.ends += 1
+        self.last_error = error
+        self.fresh = True
+
+    def held(self) -> HeldAddresses:
+        return HeldAddresses(
+            stream_id=self.assignment.stream_id,
+            service=self.assignment.service,
+            connected=self.connected,
+            addresses=tuple(
+                sorted((str(ipaddress.IPv4Address(ip)), port) for ip, port in self.keys)
+            ),
+        )
+
     def hashes(self) -> tuple[str, ...]:
         return tuple(sorted(h for h, n in self.hash_counts.items() if n > 0))
 
@@ -192,21 +231,32 @@ class _Stream:
         )
 
 
-async def _consume(open_call: Any, stream: _Stream) -> None:
-    """Read the stream; when it ends, reopen it after a pause, as a proxy does."""
+class _Consumer(Protocol):
+    def apply(self, message: Any, now: float) -> None: ...
+
+    def ended(self, error: str) -> None: ...
+
+
+async def _consume(open_call: Any, stream: _Consumer) -> None:
+    """Read the stream; when it ends, reopen it after a pause, as a proxy does.
+
+    Cancelling the task cancels the call, so the server sees the stream end
+    (the soak closes streams that way).
+    """
     while True:
+        call = open_call()
         try:
-            async for update in open_call():
-                stream.apply(update, time.time())
-            stream.last_error = "ended with OK by the server"
+            async for message in call:
+                stream.apply(message, time.time())
+            error = "ended with OK by the server"
         except grpc.aio.AioRpcError as err:
-            stream.last_error = f"{err.code().name}: {err.details()}"
+            error = f"{err.code().name}: {err.details()}"
         except asyncio.CancelledError:
+            call.cancel()
             raise
         except Exception as err:  # a client bug must show up in the report, not vanish
-            stream.last_error = repr(err)
-        stream.ends += 1
-        stream.fresh = True
+            error = repr(err)
+        stream.ended(error)
         await asyncio.sleep(REOPEN_AFTER_S)
 
 
@@ -265,25 +315,64 @@ async def _run(
         )
         for index in range(channel_count)
     ]
-    streams = [_Stream(assignment=a, track_hash=track_hash) for a in assignments]
-    tasks: list[asyncio.Task[None]] = []
+    by_id = {a.stream_id: a for a in assignments}
+    if len(by_id) != len(assignments):
+        raise ValueError("stream ids must be unique within a client process")
+    get_streams: dict[int, _Stream] = {}
+    profile_streams: dict[int, ProfileStream] = {}
+    openers: dict[int, Any] = {}  # stream id -> a callable that opens its call
+    tasks: dict[int, asyncio.Task[None]] = {}
 
-    async def open_all() -> None:
-        for index, stream in enumerate(streams):
-            channel = channels[index % len(channels)]
+    def new_state(assignment: Assignment) -> _Consumer:
+        if assignment.rpc == PROFILE_RPC:
+            profile = ProfileStream(assignment.stream_id, assignment.service)
+            profile_streams[assignment.stream_id] = profile
+            return profile
+        stream = _Stream(assignment=assignment, track_hash=track_hash)
+        get_streams[assignment.stream_id] = stream
+        return stream
+
+    def opener(channel: grpc.aio.Channel, assignment: Assignment) -> Any:
+        request = pb.GetDestination(
+            scheme="k8s", path=assignment.path, context_token=assignment.context_token
+        )
+        if assignment.rpc == PROFILE_RPC:
+            method = channel.unary_stream(
+                GET_PROFILE,
+                request_serializer=pb.GetDestination.SerializeToString,
+                response_deserializer=pb.DestinationProfile.FromString,
+            )
+        elif assignment.rpc == GET_RPC:
             method = channel.unary_stream(
                 GET,
                 request_serializer=pb.GetDestination.SerializeToString,
                 response_deserializer=pb.Update.FromString,
             )
-            request = pb.GetDestination(
-                scheme="k8s",
-                path=stream.assignment.path,
-                context_token=stream.assignment.context_token,
-            )
-            tasks.append(asyncio.create_task(_consume(partial(method, request), stream)))
+        else:
+            raise ValueError(f"unknown rpc {assignment.rpc!r}")
+        return partial(method, request)
+
+    def start(stream_id: int) -> None:
+        state = new_state(by_id[stream_id])
+        tasks[stream_id] = asyncio.create_task(_consume(openers[stream_id], state))
+
+    async def open_all() -> None:
+        for index, assignment in enumerate(assignments):
+            openers[assignment.stream_id] = opener(channels[index % len(channels)], assignment)
+            start(assignment.stream_id)
             if open_batch and (index + 1) % open_batch == 0:
                 await asyncio.sleep(0.05)  # let the server take the batch in
+
+    async def churn(stream_ids: list[int]) -> int:
+        """Close these streams (cancel their calls) and open each again with a fresh state."""
+        chosen = [i for i in stream_ids if i in tasks]
+        closing = [tasks[i] for i in chosen]
+        for task in closing:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+        for stream_id in chosen:
+            start(stream_id)
+        return len(chosen)
 
     lags: list[float] = []
 
@@ -295,30 +384,36 @@ async def _run(
             await asyncio.sleep(LAG_TICK_S)
             lags.append(max(0.0, loop.time() - planned))
 
-    opener = asyncio.create_task(open_all())
+    opening = asyncio.create_task(open_all())
     ticker = asyncio.create_task(measure_loop_lag())
-    targets: dict[str, Target] = {}
     try:
         while True:
             command, argument = await commands.get()
             if command == "stop":
                 break
             if command == "status":
-                targets = argument or {}
-                conn.send(_status(streams, targets))
+                conn.send(_status(list(get_streams.values()), argument or {}))
             elif command == "report":
-                conn.send([s.report() for s in streams])
+                conn.send([s.report() for s in get_streams.values()])
+            elif command == "profile_status":
+                conn.send(profile_status(list(profile_streams.values()), argument or {}))
+            elif command == "profile_report":
+                conn.send([s.report() for s in profile_streams.values()])
+            elif command == "addresses":
+                conn.send([s.held() for s in get_streams.values()])
+            elif command == "churn":
+                conn.send(await churn(list(argument or [])))
             elif command == "loop_lag":
                 conn.send(LoopLag.of(lags))
                 lags.clear()
             else:
                 conn.send(("error", f"unknown command {command!r}"))
     finally:
-        opener.cancel()
+        opening.cancel()
         ticker.cancel()
-        for task in tasks:
+        for task in tasks.values():
             task.cancel()
-        await asyncio.gather(opener, ticker, *tasks, return_exceptions=True)
+        await asyncio.gather(opening, ticker, *tasks.values(), return_exceptions=True)
         for channel in channels:
             with contextlib.suppress(Exception):
                 await channel.close(grace=None)

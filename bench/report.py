@@ -15,8 +15,26 @@ class TargetCheck:
     source: str  # "linkerd plan" or "ours"
     what: str
     limit: float
-    unit: str  # "s" or "MB"
+    unit: str  # "s", "MB" or "" (a count)
     read: Callable[[Result], float | None]
+    # True when the value is a histogram estimate capped at its last bucket (a p99 beyond it).
+    capped: Callable[[Result], bool] | None = None
+    # The goal holds at the plan's scale only: a scaled-down run is not judged against it.
+    full_scale_only: bool = False
+
+
+def _churn_capped(result: Result) -> bool:
+    return _get(result, "churn", "event_to_enqueue", "p99_above_last_bucket") is True
+
+
+def _truth(result: Result, key: str) -> float | None:
+    """Soak: lost or phantom endpoints after the late window if there was one, else at the end."""
+    truth = _get(result, "truth")
+    if not isinstance(truth, dict):
+        return None
+    final = truth.get("after_late_window") or truth.get("at_end") or {}
+    value = final.get(key)
+    return None if value is None else float(value)
 
 
 def _get(result: Result, *path: str) -> Any:
@@ -65,6 +83,7 @@ TARGETS = (
         0.1,
         "s",
         lambda r: _get(r, "churn", "event_to_enqueue", "p99"),
+        _churn_capped,
     ),
     TargetCheck(
         "large-rollout",
@@ -89,6 +108,7 @@ TARGETS = (
         0.5,
         "s",
         lambda r: _get(r, "churn", "event_to_enqueue", "p99"),
+        _churn_capped,
     ),
     TargetCheck(
         "many-services",
@@ -97,6 +117,43 @@ TARGETS = (
         400,
         "MB",
         lambda r: r.get("server_peak_rss_mb"),
+    ),
+    TargetCheck(
+        "soak",
+        "hardening issue",
+        "server RSS growth after warm-up (median of last window - median after warm-up)",
+        5,
+        "MB",
+        lambda r: _get(r, "soak", "rss_growth", "growth_mb"),
+    ),
+    TargetCheck(
+        "soak", "hardening issue", "lost endpoints at the end", 1, "", lambda r: _truth(r, "lost")
+    ),
+    TargetCheck(
+        "soak",
+        "hardening issue",
+        "phantom endpoints at the end",
+        1,
+        "",
+        lambda r: _truth(r, "phantom"),
+    ),
+    TargetCheck(
+        "profile",
+        "GetProfile issue",
+        "event-to-enqueue p99 of profile changes",
+        0.1,
+        "s",
+        lambda r: _get(r, "profile_changes", "event_to_enqueue", "p99"),
+        lambda r: _get(r, "profile_changes", "event_to_enqueue", "p99_above_last_bucket") is True,
+    ),
+    TargetCheck(
+        "profile",
+        "GetProfile issue",
+        "server peak RSS with 20,000 streams",
+        600,
+        "MB",
+        lambda r: r.get("server_peak_rss_mb"),
+        full_scale_only=True,
     ),
 )
 
@@ -107,18 +164,19 @@ def check_targets(result: Result) -> list[dict[str, Any]]:
         if target.scenario != result.get("scenario"):
             continue
         value = target.read(result)
-        above = (
-            target.what.endswith("p99")
-            and _get(result, "churn", "event_to_enqueue", "p99_above_last_bucket") is True
-            and "event" in target.what
-        )
+        above = target.capped is not None and target.capped(result)
+        unit = f" {target.unit}" if target.unit else ""
+        scaled_down = target.full_scale_only and bool(_get(result, "parameters", "notes"))
         out.append(
             {
                 "source": target.source,
-                "target": f"{target.what} < {target.limit:g} {target.unit}",
+                "target": f"{target.what} < {target.limit:g}{unit}",
                 "measured": value,
                 "unit": target.unit,
-                "met": None if value is None else (value < target.limit and not above),
+                "met": None
+                if value is None or scaled_down
+                else (value < target.limit and not above),
+                "scaled_down": scaled_down,
             }
         )
     return out
@@ -141,6 +199,67 @@ def _trio(summary: Any) -> str:
     return f"{_s(summary['p50'])} / {_s(summary['p95'])} / {_s(summary['p99'])}"
 
 
+def _soak_rows(result: Result) -> list[tuple[str, str]]:
+    soak = result.get("soak")
+    if not isinstance(soak, dict):
+        return []
+    growth = soak["rss_growth"]
+    ping = soak["server_loop_lag_from_ping"]
+    lag = soak["client_loop_lag"]
+    end = (result.get("truth") or {}).get("at_end") or {}
+    rows = [
+        (
+            "soak: duration / scales / streams churned",
+            f"{_s(soak['duration_s'])} / {soak['scales']} / {soak['streams_churned']}",
+        ),
+        (
+            "soak: link rotations counted by the server",
+            f"{soak['rotations_counted']}/{len(soak['rotations'])}",
+        ),
+        (
+            "soak: RSS median after warm-up -> last window",
+            f"{_mb(growth['baseline_median_mb'])} -> {_mb(growth['final_median_mb'])}"
+            + (" (windows scaled to a short run)" if growth["windows_scaled_to_short_run"] else ""),
+        ),
+        (
+            "soak: RSS fit slope",
+            "-"
+            if growth["fit_slope_mb_per_hour"] is None
+            else f"{growth['fit_slope_mb_per_hour']:.1f} MB/h",
+        ),
+        (
+            "soak: server /ping round trip p50/p99/max",
+            f"{_s(ping['p50'])} / {_s(ping['p99'])} / {_s(ping['max'])}",
+        ),
+        ("soak: client loop lag p99 (worst window)", _s(lag["p99_s_worst_window"])),
+        (
+            "soak: at the end: lost / phantom / streams",
+            f"{end.get('lost')} / {end.get('phantom')} / {end.get('streams')}",
+        ),
+    ]
+    if soak.get("error_count"):
+        rows.append(("soak: errors during the churn", str(soak["error_count"])))
+    return rows
+
+
+def _profile_rows(result: Result) -> list[tuple[str, str]]:
+    changes = result.get("profile_changes")
+    if not isinstance(changes, dict):
+        return []
+    e2q = changes["event_to_enqueue"]
+    cpu = changes["server_cpu_ms_per_change"]
+    return [
+        ("profile: write -> stream p50/p95/p99", _trio(result.get("write_to_stream_s"))),
+        ("profile: write -> stream max", _s((result.get("write_to_stream_s") or {}).get("max"))),
+        (
+            f"profile: {changes['histogram']} p50/p95/p99",
+            f"{_s(e2q['p50'])} / {_s(e2q['p95'])} / {_s(e2q['p99'])}"
+            + (" (p99 above last bucket)" if e2q["p99_above_last_bucket"] else ""),
+        ),
+        ("profile: server CPU per change", "-" if cpu is None else f"{cpu:.1f} ms"),
+    ]
+
+
 def table(document: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     for result in document["scenarios"]:
@@ -150,9 +269,18 @@ def table(document: dict[str, Any]) -> str:
             continue
         params = result["parameters"]
         connect = result.get("connect", {})
-        rows.append(
-            (name, "streams connected", f"{connect.get('at_initial_count')}/{params['streams']}")
-        )
+        if "profile_streams" in connect:
+            rows.append(
+                (
+                    name,
+                    "streams connected (Get, GetProfile)",
+                    f"{connect.get('get_at_initial_count')}/{connect.get('get_streams')}, "
+                    f"{connect.get('profile_at_default')}/{connect.get('profile_streams')}",
+                )
+            )
+        else:
+            streams = connect.get("streams", params["streams"])
+            rows.append((name, "streams connected", f"{connect.get('at_initial_count')}/{streams}"))
         rows.append((name, "load average before", str(result["load"]["loadavg_at_start"])))
         rows.append((name, "server peak RSS (whole run)", _mb(result.get("server_peak_rss_mb"))))
         hold = result.get("hold")
@@ -194,10 +322,19 @@ def table(document: dict[str, Any]) -> str:
                     f"{usage['server_cpu_s']:.1f} s / {_mb(usage['server_peak_rss_mb'])}",
                 )
             )
+        rows += [(name, what, value) for what, value in _soak_rows(result)]
+        rows += [(name, what, value) for what, value in _profile_rows(result)]
         for check in check_targets(result):
             verdict = {True: "met", False: "NOT met", None: "n/a"}[check["met"]]
+            if check["scaled_down"]:
+                verdict = "n/a (run scaled down)"
             value = check["measured"]
-            shown = _mb(value) if check["unit"] == "MB" else _s(value)
+            if check["unit"] == "MB":
+                shown = _mb(value)
+            elif check["unit"] == "s":
+                shown = _s(value)
+            else:
+                shown = "-" if value is None else f"{value:g}"
             rows.append(
                 (name, f"target ({check['source']}): {check['target']}", f"{shown}: {verdict}")
             )

@@ -41,9 +41,10 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -61,7 +62,16 @@ from tests.kube.cluster import LocalCluster, specs_for, start_clusters, stop_clu
 from tests.kube.workloads import Kube, new_api_client
 
 from . import procstat, promstats
-from .clients import Assignment, LoopLag, Status, StreamReport, Target, client_main
+from .clients import (
+    Assignment,
+    HeldAddresses,
+    LoopLag,
+    Status,
+    StreamReport,
+    Target,
+    client_main,
+)
+from .profile_stream import ProfileReport, ProfileStatus, ProfileTag
 from .scenarios import LOCAL, Scenario, Step
 from .server import ServerProcess, start_server, wait_ready
 from .slices import SliceTracker, tracking
@@ -187,12 +197,16 @@ class ClientProc:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     streams: int
+    # One command at a time on the pipe: requests come from several threads
+    # (asyncio.to_thread), and an answer must go to the thread that asked.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self, command: str, argument: Any, timeout_s: float) -> Any:
-        self.conn.send((command, argument))
-        if not self.conn.poll(timeout_s):
-            raise TimeoutError(f"client {self.process.pid} did not answer {command!r}")
-        return self.conn.recv()
+        with self.lock:
+            self.conn.send((command, argument))
+            if not self.conn.poll(timeout_s):
+                raise TimeoutError(f"client {self.process.pid} did not answer {command!r}")
+            return self.conn.recv()
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -243,6 +257,40 @@ class Clients:
             *(asyncio.to_thread(p.request, "report", None, 60.0) for p in self.procs)
         )
         return [r for answer in answers for r in answer]
+
+    async def profile_status(self, targets: dict[str, ProfileTag]) -> ProfileStatus:
+        """Over the GetProfile streams: how many hold their service's tag in `targets`."""
+        answers: list[ProfileStatus] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "profile_status", targets, 30.0) for p in self.procs)
+        )
+        return ProfileStatus(
+            streams=sum(a.streams for a in answers),
+            connected=sum(a.connected for a in answers),
+            at_target=sum(a.at_target for a in answers),
+            ends=sum(a.ends for a in answers),
+            messages=sum(a.messages for a in answers),
+            last_change=max(a.last_change for a in answers),
+        )
+
+    async def profile_reports(self) -> list[ProfileReport]:
+        answers: list[list[ProfileReport]] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "profile_report", None, 60.0) for p in self.procs)
+        )
+        return [r for answer in answers for r in answer]
+
+    async def addresses(self) -> list[HeldAddresses]:
+        """Every Get stream's address set."""
+        answers: list[list[HeldAddresses]] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "addresses", None, 60.0) for p in self.procs)
+        )
+        return [r for answer in answers for r in answer]
+
+    async def churn(self, stream_ids: list[int]) -> int:
+        """Close and reopen these streams (each process takes the ids it holds)."""
+        answers: list[int] = await asyncio.gather(
+            *(asyncio.to_thread(p.request, "churn", stream_ids, 60.0) for p in self.procs)
+        )
+        return sum(answers)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -699,9 +747,12 @@ async def _run_step(
 
 
 def histogram_summary(
-    before: promstats.Scrape, after: promstats.Scrape, cluster: str = CLUSTER
+    before: promstats.Scrape,
+    after: promstats.Scrape,
+    cluster: str = CLUSTER,
+    name: str = EVENT_TO_ENQUEUE,
 ) -> dict[str, Any]:
-    delta = promstats.histogram_delta(before, after, EVENT_TO_ENQUEUE, cluster=cluster)
+    delta = promstats.histogram_delta(before, after, name, cluster=cluster)
     out: dict[str, Any] = {"events": delta.count, "sum_s": delta.total_s}
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         value, above = delta.quantile(q)
@@ -1025,8 +1076,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_all(scenarios: list[Scenario], options: Options) -> dict[str, Any]:
-    """Run each scenario on its own fresh cluster; always stop what was started."""
+ScenarioRunner = Callable[
+    [Scenario, dict[str, LocalCluster], Options, Path], Coroutine[Any, Any, dict[str, Any]]
+]
+
+
+def run_all(
+    scenarios: list[Scenario],
+    options: Options,
+    runners: Mapping[str, ScenarioRunner] | None = None,
+) -> dict[str, Any]:
+    """Run each scenario on its own fresh cluster; always stop what was started.
+
+    `runners` maps a scenario's kind to what runs it on its clusters: the steps
+    scenarios run here (`run_scenario`); the soak and profile runners live in
+    modules of their own (bench/soak.py, bench/profiles.py) that import this one,
+    so bench/__main__.py hands them in.
+    """
+    chosen: dict[str, ScenarioRunner] = {"steps": run_scenario, **(runners or {})}
+    for scenario in scenarios:
+        if scenario.kind not in chosen:
+            raise ValueError(f"no runner for {scenario.name} ({scenario.kind})")
     work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     document: dict[str, Any] = {
@@ -1059,13 +1129,16 @@ def run_all(scenarios: list[Scenario], options: Options) -> dict[str, Any]:
                     "kwok_nodes": scenario.node_count,
                     "peak_pods": scenario.peak_pods,  # per cluster
                     "notes": list(scenario.notes),
+                    **({"soak": asdict(scenario.soak)} if scenario.soak else {}),
+                    **({"profile": asdict(scenario.profile)} if scenario.profile else {}),
                 },
                 "load": load,
             }
             started = time.monotonic()
             try:
                 with local_clusters(scenario.clusters, scenario.node_count, work_dir) as clusters:
-                    entry.update(asyncio.run(run_scenario(scenario, clusters, options, work_dir)))
+                    runner = chosen[scenario.kind]
+                    entry.update(asyncio.run(runner(scenario, clusters, options, work_dir)))
             except Exception as err:  # one failed scenario must not hide the others' results
                 entry["error"] = f"{type(err).__name__}: {err}"
                 log(f"{scenario.name}: FAILED: {entry['error']}")

@@ -1,4 +1,4 @@
-"""The four scenarios of the load-test plan, and the federated one, as data.
+"""The four scenarios of the load-test plan, the federated one, the soak and the profile one.
 
 Each scenario is a set of Deployments (kwok pods) behind Services, a number of
 Get streams per Service, and a list of steps: scale every Deployment to a
@@ -11,6 +11,16 @@ holds the same Deployments and Services, the first cluster is the local one
 federated Service on the local cluster whose members are the Service of the
 same name in every cluster (`federated`). A step then scales the Deployments
 of every cluster at once, and a stream's target is the union.
+
+Two scenarios are not a list of steps and carry settings of their own:
+
+* `soak` (`SoakSettings`, run by bench/soak.py): minutes of continuous churn,
+  local and federated services whose Deployments keep changing size, streams
+  closed and reopened, the link Secret rotated; it watches the server's RSS
+  over time and compares every stream with the API at the end;
+* `profile` (`ProfileSettings`, run by bench/profiles.py): a `GetProfile` and
+  a `Get` stream per client and service while ServiceProfiles and Services
+  change.
 """
 
 from __future__ import annotations
@@ -18,7 +28,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-NAMES = ("baseline", "small-oscillation", "large-rollout", "many-services", "federated")
+NAMES = (
+    "baseline",
+    "small-oscillation",
+    "large-rollout",
+    "many-services",
+    "federated",
+    "soak",
+    "profile",
+)
+# `--scenario all` runs these; the soak (30 minutes) and profile (20,000 streams) run alone.
+DEFAULT_NAMES = NAMES[:5]
 LOCAL = "east"
 PODS_PER_NODE = 1000  # what tests/kube/cluster.py gives each kwok node
 NODE_HEADROOM = 0.75  # keep nodes at most 3/4 full: terminating pods still count
@@ -32,6 +52,75 @@ class Step:
     @property
     def label(self) -> str:
         return f"restart@{self.replicas}" if self.kind == "restart" else f"scale->{self.replicas}"
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    """The soak: what churns, how often, for how long, and how RSS growth is read.
+
+    Targets: `local_services` Services of `east`, and `federated_services`
+    federated Services over a Service of `east` and one of `west` (linked).
+    Every Deployment (each member of each target) picks a new size in
+    [low, high] every `scale_interval_s` (±50 %, jittered per Deployment, so
+    something is always changing). Every `churn_interval_s`, `churn_fraction`
+    of all streams, drawn from those not `steady`, are closed by the client
+    and opened again; `steady_fraction` of each target's streams stay open
+    for the whole run. The link Secret of `west` gets a fresh token every
+    `rotate_interval_s`. The server's RSS is read every `rss_interval_s`.
+    """
+
+    minutes: float = 30.0
+    warmup_minutes: float = 5.0
+    window_minutes: float = 5.0  # RSS growth: median of the last window - median after warm-up
+    local_services: int = 4
+    federated_services: int = 2
+    low: int = 5
+    high: int = 40
+    scale_interval_s: float = 20.0
+    churn_interval_s: float = 30.0
+    churn_fraction: float = 0.10
+    steady_fraction: float = 0.20
+    rotate_interval_s: float = 60.0
+    rss_interval_s: float = 10.0
+    ping_interval_s: float = 1.0
+    streams_per_target: int = 100
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.minutes <= 0 or self.warmup_minutes < 0 or self.window_minutes <= 0:
+            raise ValueError("soak minutes and windows must be positive")
+        if not 0 < self.low <= self.high:
+            raise ValueError("soak sizes need 0 < low <= high")
+        if self.local_services < 0 or self.federated_services < 0:
+            raise ValueError("soak service counts must be >= 0")
+        if self.local_services + self.federated_services < 1:
+            raise ValueError("the soak needs at least one service")
+        if not 0 <= self.steady_fraction <= 1 or not 0 <= self.churn_fraction <= 1:
+            raise ValueError("soak fractions lie in [0, 1]")
+        if self.streams_per_target < 1:
+            raise ValueError("the soak needs at least one stream per target")
+
+    @property
+    def services(self) -> int:
+        return self.local_services + self.federated_services
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """The GetProfile scenario: per service, ServiceProfile and Service edits, `cycles` times.
+
+    Each cycle is five steps, each applied to every service at once: create a
+    ServiceProfile (a route and a retry budget naming a new version), update
+    it (the next version), set the Service's `config.linkerd.io/opaque-ports`
+    to its port, remove that annotation, delete the ServiceProfile.
+    """
+
+    cycles: int = 2
+    endpoints: int = 10  # ready pods per service (the Get streams' answer)
+
+    def __post_init__(self) -> None:
+        if self.cycles < 1 or self.endpoints < 1:
+            raise ValueError("profile cycles and endpoints must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -49,12 +138,26 @@ class Scenario:
     clusters: tuple[str, ...] = (LOCAL,)
     # Streams ask for a federated Service over every cluster's Service of that name.
     federated: bool = False
+    # Set for the two scenarios that are not a list of steps (see the module docstring).
+    soak: SoakSettings | None = None
+    profile: ProfileSettings | None = None
 
     def __post_init__(self) -> None:
         if self.clusters[0] != LOCAL:
             raise ValueError(f"the local cluster must come first and be {LOCAL!r}")
-        if len(self.clusters) > 1 and not self.federated:
+        if len(self.clusters) > 1 and not (self.federated or self.soak):
             raise ValueError("remote clusters are only used through federated services")
+        if self.soak is not None and self.profile is not None:
+            raise ValueError("a scenario is a soak or a profile run, not both")
+
+    @property
+    def kind(self) -> str:
+        """Which runner runs it: "steps" (bench/run.py), "soak" or "profile"."""
+        if self.soak is not None:
+            return "soak"
+        if self.profile is not None:
+            return "profile"
+        return "steps"
 
     @property
     def streams(self) -> int:
@@ -68,6 +171,8 @@ class Scenario:
     @property
     def peak_pods(self) -> int:
         """Pods of one cluster at the highest step (every cluster holds as many)."""
+        if self.soak is not None:
+            return self.soak.services * self.soak.high
         high = max([self.initial, *(s.replicas for s in self.steps)])
         surge = 1.25 if any(s.kind == "restart" for s in self.steps) else 1.0
         return math.ceil(self.services * high * surge)
@@ -93,6 +198,10 @@ def build(
     many_low: int,
     many_high: int,
     many_services: int,
+    soak: SoakSettings | None = None,
+    profile_services: int = 100,
+    profile_streams_per_service: int = 100,
+    profile_endpoints: int = 10,
 ) -> Scenario:
     if name == "baseline":
         return Scenario(
@@ -149,5 +258,34 @@ def build(
             transition_timeout_s=300.0,
             clusters=(LOCAL, "west", "north"),
             federated=True,
+        )
+    if name == "soak":
+        settings = soak or SoakSettings()
+        return Scenario(
+            name=name,
+            services=settings.services,
+            streams_per_service=settings.streams_per_target,
+            initial=settings.low,
+            steps=(),
+            clusters=(LOCAL, "west") if settings.federated_services else (LOCAL,),
+            soak=settings,
+        )
+    if name == "profile":
+        if profile_services < 1 or profile_streams_per_service < 1:
+            raise ValueError("the profile scenario needs at least one service and one client")
+        scaled: tuple[str, ...] = ()
+        if (profile_services, profile_streams_per_service) != (100, 100):
+            scaled = (
+                f"scaled down from 100 services x 100 clients to {profile_services} services "
+                f"x {profile_streams_per_service} clients (a GetProfile and a Get stream each)",
+            )
+        return Scenario(
+            name=name,
+            services=profile_services,
+            streams_per_service=profile_streams_per_service,
+            initial=profile_endpoints,
+            steps=(),
+            profile=ProfileSettings(cycles=cycles or 2, endpoints=profile_endpoints),
+            notes=scaled,
         )
     raise ValueError(f"unknown scenario {name!r}; one of {', '.join(NAMES)} or all")
