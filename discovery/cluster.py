@@ -175,7 +175,7 @@ class ClusterCache:
                     cluster=self.name,
                     profile=str(record.ref),
                     reason=record.problem,
-                    consequence="streams keep the profile they were last sent",
+                    consequence="its last good version, if any, stays in force",
                 )
             for note in record.notes:
                 log.warning(

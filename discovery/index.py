@@ -162,8 +162,11 @@ class ClusterIndex:
             self.by_address.add_service(record)
             return {record.ref}
         if isinstance(record, ServiceProfileInfo):
-            # Profiles feed GetProfile only: no endpoint set depends on them.
-            self.service_profiles[record.ref] = record
+            # Profiles feed GetProfile only: no endpoint set depends on them. A
+            # broken version keeps the last good one in force (`replacing`).
+            self.service_profiles[record.ref] = record.replacing(
+                self.service_profiles.get(record.ref)
+            )
             return set()
         if isinstance(record, SliceInfo):
             affected = self._drop_slice(record.ref)

@@ -181,7 +181,7 @@ class DiscoveryMetrics:
             Counter(
                 "service_profiles_rejected_total",
                 "ServiceProfile versions that do not validate (logged with the reason); "
-                "streams keep the profile they were last sent.",
+                "the object's last good version, if any, stays in force.",
                 labels,
                 registry=registry,
             ),

@@ -20,9 +20,9 @@ seen) and calls `refresh` once per burst, like endpoint topics.
 Where this does better than the reference (docs/compatibility.md): an
 endpoint topic follows every change of the pod at its address, not only
 phase changes of pods declaring the port, and Server opacity turns off as
-well as on; a ServiceProfile that does not validate leaves the topic's
-state as it was (the last good profile, or the default for a new topic)
-instead of silencing the stream.
+well as on; a ServiceProfile update that does not validate leaves that
+object's last good version in force (one that never validated counts as
+absent) instead of silencing the stream.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
+
+import structlog
 
 from .by_address import normalize_ip
 from .index import ClusterIndex
@@ -58,6 +60,7 @@ __all__ = [
     "service_opaque_ports",
 ]
 
+log = structlog.get_logger("discovery.profile_topics")
 _versions = itertools.count(1)
 
 
@@ -288,12 +291,18 @@ class ProfileTopics:
         for key in service_keys:
             service_topic = self._services.get(key)
             if service_topic is not None:
-                changed += _publish(service_topic, self._service_state(key, service_topic.state))
+                changed += _guarded(self._refresh_service, service_topic)
         for endpoint_key in endpoint_keys:
             endpoint_topic = self._endpoints.get(endpoint_key)
             if endpoint_topic is not None:
-                changed += _publish(endpoint_topic, self._endpoint_state(endpoint_key))
+                changed += _guarded(self._refresh_endpoint, endpoint_topic)
         return changed
+
+    def _refresh_service(self, topic: _Topic[ServiceProfileKey, ServiceProfileState]) -> int:
+        return _publish(topic, self._service_state(topic.key, topic.state))
+
+    def _refresh_endpoint(self, topic: _Topic[EndpointProfileKey, EndpointProfileState]) -> int:
+        return _publish(topic, self._endpoint_state(topic.key))
 
     # -- state -------------------------------------------------------------------
 
@@ -301,15 +310,14 @@ class ProfileTopics:
         self, key: ServiceProfileKey, previous: ServiceProfileState | None
     ) -> ServiceProfileState:
         profiles = self._index.service_profiles
+        # A broken version stands for its object's last good one; one that never
+        # validated, for nothing (service_profiles). A function of the index
+        # alone: every stream of the key gets the same, whenever it started.
         primary = profiles.get(ObjectRef(key.client_ns, key.fqn)) if key.client_ns else None
-        chosen = (
-            primary
-            if primary is not None
-            else profiles.get(ObjectRef(key.service.namespace, key.fqn))
-        )
-        if chosen is not None and chosen.problem is not None:
-            # Unusable: keep what the topic served (the default for a new topic).
-            chosen = previous.profile if previous is not None else None
+        chosen = primary.usable if primary is not None else None
+        if chosen is None:
+            backup = profiles.get(ObjectRef(key.service.namespace, key.fqn))
+            chosen = backup.usable if backup is not None else None
         info = self._index.services.get(key.service)
         opaque = key.port in service_opaque_ports(info, self._defaults)
         if previous is not None and previous.profile is chosen and previous.opaque == opaque:
@@ -385,6 +393,15 @@ def _namespace_of(state: EndpointProfileState) -> str | None:
     if state.workload is not None:
         return state.workload.ref.namespace
     return None
+
+
+def _guarded(refresh: Callable[[_Topic[K, S]], int], topic: _Topic[K, S]) -> int:
+    """One topic's refresh; a failure (a bug) is logged and leaves the others to run."""
+    try:
+        return refresh(topic)
+    except Exception:
+        log.exception("profile_topic_refresh_failed", key=repr(topic.key)[:300])
+        return 0
 
 
 def _publish(topic: _Topic[K, S], state: S) -> int:

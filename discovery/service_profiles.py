@@ -7,10 +7,12 @@ frozen tree of small records (`ServiceProfileInfo`): translation to protobuf
 (destination side) then cannot fail, and the raw object is dropped.
 
 A profile that does not validate is still recorded, with `problem` saying why
-and no routes. That matters: a broken profile must not make a stream fall back
-to the service's default profile or to another namespace's profile; the
-streams that use it keep what they were last sent, and the problem is logged
-and counted where it is used.
+and no routes, and with the last version of the same object that did
+validate (`last_good`). That matters: a broken update must not make a stream
+fall back to the service's default profile or to another namespace's
+profile; the object's last good version stays in force, for streams already
+open and new ones alike, and the problem is logged and counted where it is
+used. A profile that never validated is served as if it did not exist.
 
 What is checked (the reference checks the first four; the rest are ours):
 
@@ -32,7 +34,7 @@ What is checked (the reference checks the first four; the rest are ours):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import re2
@@ -124,7 +126,13 @@ class DstOverrideSpec:
 
 @dataclass(frozen=True, slots=True)
 class ServiceProfileInfo:
-    """One ServiceProfile, validated; `problem` set means it must not be served."""
+    """One ServiceProfile, validated; `problem` set means it must not be served.
+
+    A version with a problem remembers the last version of the same object
+    that had none (`last_good`, set by the index when it replaces one with the
+    other): that is what is served in its place, to every stream alike,
+    whether it was open before the broken version arrived or not.
+    """
 
     ref: ObjectRef
     routes: tuple[RouteSpec, ...] = ()
@@ -132,6 +140,18 @@ class ServiceProfileInfo:
     dst_overrides: tuple[DstOverrideSpec, ...] = ()
     problem: str | None = None
     resource_version: str = field(default="", compare=False)
+    last_good: ServiceProfileInfo | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def usable(self) -> ServiceProfileInfo | None:
+        """What to serve for this object: itself, else its last good version, else nothing."""
+        return self if self.problem is None else self.last_good
+
+    def replacing(self, old: ServiceProfileInfo | None) -> ServiceProfileInfo:
+        """This version as stored over `old` (the same object's previous version)."""
+        if self.problem is None or old is None:
+            return self
+        return replace(self, last_good=old.usable)
 
     @property
     def notes(self) -> tuple[str, ...]:

@@ -18,6 +18,9 @@ Dispatch follows the reference's order and status codes (§6.1):
    `DestinationProfile` and an idle stream (§6.3.1), an ExternalName Service
    INVALID_ARGUMENT.
 
+Every stream counts against its connection's stream limit, shared with Get
+(RESOURCE_EXHAUSTED beyond it), from admission to its end.
+
 After that the handler only moves bytes, as Get's does: the broadcast's
 current message, then whatever its queue yields, until the client goes away
 or the server shuts down (the queue is closed: the stream ends with OK).
@@ -100,44 +103,58 @@ class GetProfileHandler:
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        stream_log = log.bind(
-            stream=next(_stream_ids), path=loggable(request.path), peer=context.peer()
-        )
-        try:
-            opened = await self._open(request, context, stream_log)
-        except Rejected as rejected:
-            stream_log.info(
-                "get_profile_rejected", code=rejected.code.name, reason=rejected.message
+        peer = context.peer()
+        stream_log = log.bind(stream=next(_stream_ids), path=loggable(request.path), peer=peer)
+        if self._limit.full(peer):
+            await self._reject(
+                context,
+                Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit.refusal),
+                stream_log,
             )
-            self._metrics.streams_total.labels("GetProfile", rejected.code.name).inc()
-            await context.abort(rejected.code, rejected.message)
-            return
-        broadcast, queue, initial, active = (
-            opened.broadcast,
-            opened.queue,
-            opened.initial,
-            opened.active,
-        )
-        del opened
-        active.inc()
-        try:
-            for payload in initial:
-                yield payload
-            del initial
-            if queue is None:
-                await self._shutting_down.wait()  # the empty profile: idle until shutdown
+        # Admitted from here to the end of the stream, against the same per-connection
+        # limit as Get: a proxy opens both per destination.
+        with self._limit.hold(peer):
+            try:
+                opened = await self._open(request, context, stream_log)
+            except Rejected as rejected:
+                await self._reject(context, rejected, stream_log)
                 return
-            while True:
-                try:
-                    payloads = await queue.next()
-                except StreamClosed:
-                    return
-                for payload in payloads:
+            broadcast, queue, initial, active = (
+                opened.broadcast,
+                opened.queue,
+                opened.initial,
+                opened.active,
+            )
+            del opened
+            active.inc()
+            try:
+                for payload in initial:
                     yield payload
-        finally:
-            if broadcast is not None and queue is not None:
-                self._broadcasts.close_stream(broadcast, queue)
-            active.dec()
+                del initial
+                if queue is None:
+                    await self._shutting_down.wait()  # the empty profile: idle until shutdown
+                    return
+                while True:
+                    try:
+                        payloads = await queue.next()
+                    except StreamClosed:
+                        return
+                    for payload in payloads:
+                        yield payload
+            finally:
+                if broadcast is not None and queue is not None:
+                    self._broadcasts.close_stream(broadcast, queue)
+                active.dec()
+
+    async def _reject(
+        self,
+        context: grpc.aio.ServicerContext,
+        rejected: Rejected,
+        stream_log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        stream_log.info("get_profile_rejected", code=rejected.code.name, reason=rejected.message)
+        self._metrics.streams_total.labels("GetProfile", rejected.code.name).inc()
+        await context.abort(rejected.code, rejected.message)
 
     async def _open(
         self,

@@ -7,7 +7,8 @@ topic (`discovery.profile_topics`), and on each change encodes the new state
 once and offers the same `QueueItem` to every stream's bounded queue, the
 queues Get uses. A profile message is a whole state, not a diff, so a stream
 that falls behind catches up with the newest message alone, and a message
-equal to the one a stream last received is never sent again.
+equal to the one a stream last received is never sent again, even when a
+state nothing could be sent for came between them.
 
 Encoding is memoized across broadcasts too: every client namespace without a
 ServiceProfile of its own shares the service's profile, and a ServiceProfile
@@ -96,11 +97,30 @@ class ProfileBroadcast(Generic[K, S]):
         self.queues: set[StreamQueue[S]] = set()
         self.subscription: ProfileSubscription[S] | None = None
         self.state: S | None = None
+        # The state whose message was last offered: what every queue holds as
+        # its latest message, except the queues in `_empty` (they joined while
+        # no message could be built, and hold none). States whose message
+        # cannot be built are skipped over, so returning to the message before
+        # them sends nothing, as the reference's per-stream dedup does.
+        self._sent: S | None = None
+        self._empty: set[StreamQueue[S]] = set()
         self._payloads: dict[int, bytes | None] = {}  # by state version
 
     def attach(self, subscription: ProfileSubscription[S]) -> None:
         self.subscription = subscription
         self.state = subscription.initial
+        if self.payload(subscription.initial) is not None:
+            self._sent = subscription.initial
+
+    def add_queue(self, queue: StreamQueue[S], *, holds_message: bool) -> None:
+        """A new stream's queue; `holds_message` when it was sent the current message."""
+        self.queues.add(queue)
+        if not holds_message:
+            self._empty.add(queue)
+
+    def remove_queue(self, queue: StreamQueue[S]) -> None:
+        self.queues.discard(queue)
+        self._empty.discard(queue)
 
     def payload(self, state: S) -> bytes | None:
         """The message for `state`; None when it cannot be sent (nothing is, then)."""
@@ -108,18 +128,34 @@ class ProfileBroadcast(Generic[K, S]):
         if payload is None and state.version not in self._payloads:
             if len(self._payloads) >= _VERSIONS_REMEMBERED:
                 self._payloads.clear()
-            payload = self._payloads[state.version] = self._encoder(self.key, state)
+            payload = self._payloads[state.version] = self._encode(state)
         return payload
 
+    def _encode(self, state: S) -> bytes | None:
+        """A state that fails to encode (a bug) is one nothing is sent for: its streams
+        keep their last message, and the topics refreshed with it are not held up."""
+        try:
+            return self._encoder(self.key, state)
+        except Exception:
+            log.exception("profile_encode_failed", key=repr(self.key)[:300])
+            self._metrics.fanout_errors.labels("encode").inc()
+            return None
+
     def on_change(self, state: S) -> None:
-        previous, self.state = self.state, state
+        self.state = state
         payload = self.payload(state)
-        if payload is None or (previous is not None and payload == self.payload(previous)):
-            return
+        if payload is None:
+            return  # nothing can be said of this state: streams keep what they have
+        if self._sent is not None and payload == self.payload(self._sent):
+            targets: set[StreamQueue[S]] = self._empty  # the others hold this message already
+        else:
+            targets = self.queues
+        self._sent = state
         item: QueueItem[S] = QueueItem(payloads=(payload,), snapshot=state)
-        for queue in self.queues:
+        for queue in targets:
             queue.offer(item)
-        self._metrics.updates.labels("GetProfile").inc(len(self.queues))
+        self._metrics.updates.labels("GetProfile").inc(len(targets))
+        self._empty = set()
 
     def catch_up(self, delivered: S, latest: S) -> tuple[bytes, ...]:
         """A lagging stream needs the newest message only, unless it already has it."""
@@ -200,12 +236,12 @@ class ProfileBroadcasts:
         )
         if self._closed:
             queue.close()
-        broadcast.queues.add(queue)
+        broadcast.add_queue(queue, holds_message=bool(initial))
         return broadcast, queue, initial
 
     def close_stream(self, broadcast: ProfileBroadcast[Any, Any], queue: StreamQueue[Any]) -> None:
         queue.close()
-        broadcast.queues.discard(queue)
+        broadcast.remove_queue(queue)
         if broadcast.queues:
             return
         table: dict[Any, ProfileBroadcast[Any, Any]] = (

@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from discovery.index import ClusterIndex
 from discovery.models import ExternalWorkloadInfo, Kind, ObjectRef, OwnerRef, PodInfo, ServiceRef
 from discovery.ports import PortSet
@@ -25,7 +28,7 @@ from discovery.profile_topics import (
     ServiceProfileState,
 )
 from discovery.project import project_server
-from discovery.reflector import Deleted, ReflectorEvent, Upserted
+from discovery.reflector import Deleted, Listed, ReflectorEvent, Upserted
 from discovery.service_profiles import ServiceProfileInfo, project_service_profile
 from tests.unit import builders as b
 
@@ -134,6 +137,54 @@ def test_a_new_topic_on_a_broken_profile_starts_with_the_default() -> None:
     world.upsert(Kind.SERVICE_PROFILE, profile("ns", {"retryBudget": {"ttl": "forever"}}))
     key = ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, "")
     assert world.topics.subscribe_service(key, Recorder()).initial.profile is None
+
+
+def test_a_new_topic_on_a_broken_update_gets_the_last_good_version() -> None:
+    """What a stream gets must not depend on whether another stream held the topic."""
+    world = World()
+    world.upsert(Kind.SERVICE, b.projected(b.service()))
+    good = profile("ns", route("good"))
+    world.upsert(Kind.SERVICE_PROFILE, good)
+    world.upsert(Kind.SERVICE_PROFILE, profile("ns", {"retryBudget": {"ttl": "forever"}}))
+    world.upsert(Kind.SERVICE_PROFILE, profile("ns", {"routes": [{"name": "x", "condition": {}}]}))
+    key = ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, "")
+    assert world.topics.subscribe_service(key, Recorder()).initial.profile is good
+
+
+def test_a_relisted_broken_version_keeps_the_last_good_one() -> None:
+    world, recorder, _ = service_world()
+    good = profile("ns", route("good"))
+    world.upsert(Kind.SERVICE_PROFILE, good)
+    broken = profile("ns", {"routes": [{"name": "bad", "condition": {}}]})
+    world.upsert(Kind.SERVICE_PROFILE, broken)
+    world.topics.note(Listed(Kind.SERVICE_PROFILE, (broken,)))
+    world.index.replace(Kind.SERVICE_PROFILE, (broken,))
+    assert world.topics.refresh() == 0
+    assert [s.profile for s in recorder.states] == [good]
+
+
+def test_a_broken_profile_recreated_counts_as_absent() -> None:
+    world, recorder, _ = service_world()
+    backup = profile("ns", route("backup"))
+    world.upsert(Kind.SERVICE_PROFILE, backup)
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", route("primary")))
+    broken = {"routes": [{"name": "bad", "condition": {}}]}
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", broken))
+    assert recorder.states[-1].profile is not None
+    assert recorder.states[-1].profile.ref.namespace == "client", "the primary's last good"
+    world.delete(Kind.SERVICE_PROFILE, "client", FQN)
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", broken))  # never valid: absent
+    assert recorder.states[-1].profile is backup
+
+
+def test_a_never_valid_primary_leaves_the_backup_in_force_for_every_stream() -> None:
+    world, recorder, _ = service_world()
+    backup = profile("ns", route("backup"))
+    world.upsert(Kind.SERVICE_PROFILE, backup)
+    world.upsert(Kind.SERVICE_PROFILE, profile("client", {"retryBudget": {"ttl": "soon"}}))
+    assert [s.profile for s in recorder.states] == [backup]
+    new_topic = ServiceProfileKey(ServiceRef("ns", "web"), 3306, FQN, "client")
+    assert world.topics.subscribe_service(new_topic, Recorder()).initial.profile is backup
 
 
 def test_profiles_of_other_services_and_namespaces_are_ignored() -> None:
@@ -280,3 +331,69 @@ def test_unsubscribing_forgets_the_topic() -> None:
     assert len(world.topics) == 0
     assert world.upsert(Kind.POD, pod_record()) == 0
     assert recorder.states == []
+
+
+def test_a_failing_sink_does_not_hold_up_the_other_topics() -> None:
+    class Failing:
+        def on_change(self, state: Any) -> None:
+            raise RuntimeError("a bug downstream")
+
+    world = World()
+    world.upsert(Kind.SERVICE, b.projected(b.service()))
+    world.upsert(Kind.SERVICE, b.projected(b.service(name="api")))
+    world.topics.subscribe_service(
+        ServiceProfileKey(ServiceRef("ns", "web"), 80, FQN, ""), Failing()
+    )
+    recorder = Recorder()
+    api_key = ServiceProfileKey(ServiceRef("ns", "api"), 80, "api.ns.svc.cluster.local", "")
+    world.topics.subscribe_service(api_key, recorder)
+    annotated = {"config.linkerd.io/opaque-ports": "80"}
+    for name in ("web", "api"):
+        event = Upserted(Kind.SERVICE, b.projected(b.service(name=name, annotations=annotated)))
+        world.topics.note(event)
+        world.index.upsert(event.record)
+        world.topics.note(event)
+    assert world.topics.refresh() == 1
+    assert [s.opaque for s in recorder.states] == [True]
+
+
+PROFILE_VERSIONS = st.lists(
+    st.sampled_from(["good-1", "good-2", "broken-1", "broken-2", "delete"]), max_size=12
+)
+
+
+@settings(max_examples=200)
+@given(PROFILE_VERSIONS, st.integers(min_value=0, max_value=12))
+def test_every_stream_gets_the_last_valid_version_since_the_object_appeared(
+    versions: list[str], join_at: int
+) -> None:
+    """Model: the served profile is the object's last valid version since it was last
+    created, or the default; it does not depend on when a topic was subscribed."""
+    world = World()
+    world.upsert(Kind.SERVICE, b.projected(b.service()))
+
+    def subscribe(port: int) -> Any:
+        recorder = Recorder()
+        key = ServiceProfileKey(ServiceRef("ns", "web"), port, FQN, "")
+        initial = world.topics.subscribe_service(key, recorder).initial
+        return lambda: recorder.states[-1] if recorder.states else initial
+
+    topics = [subscribe(80)]
+    expected: list[str] | None = None  # the route names of the version in force
+    for step, version in enumerate(versions):
+        if step == join_at:
+            topics.append(subscribe(81))
+        if version == "delete":
+            world.delete(Kind.SERVICE_PROFILE, "ns", FQN)
+            expected = None
+        elif version.startswith("good"):
+            world.upsert(Kind.SERVICE_PROFILE, profile("ns", route(version)))
+            expected = [version]
+        else:
+            bad = {"routes": [{"name": version, "condition": {}}]}
+            world.upsert(Kind.SERVICE_PROFILE, profile("ns", bad))
+    topics.append(subscribe(82))
+    for current in topics:
+        state = current()
+        served = None if state.profile is None else [r.name for r in state.profile.routes]
+        assert served == expected

@@ -5,6 +5,8 @@ registered and unregistered methods, metrics labels, retryability and
 timeouts, retry budgets (default and custom, ttl 0 unset), traffic-split
 authorities and weights, parent_ref/profile_ref, the default profile, and
 the endpoint-profile message. Records come from the real projection.
+Hypothesis: whatever a ServiceProfile says, if it validates, it translates
+(the validation is what makes translation unable to fail).
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import duration_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from destination._proto import destination_pb2 as pb
 from destination._proto import http_types_pb2, meta_pb2
 from destination.translate.profiles import endpoint_profile, method_match, service_profile
 from discovery.models import ServiceRef
 from discovery.service_profiles import ServiceProfileInfo, project_service_profile
+from tests.unit.test_service_profiles import JSON
 
 FQN = "web.shop.svc.cluster.local"
 SERVICE = ServiceRef("shop", "web")
@@ -177,3 +182,51 @@ def test_translation_is_deterministic_bytes() -> None:
     info = sp({"routes": [{"name": "r", "condition": {"method": "GET"}}]})
     first = translate(info).SerializeToString(deterministic=True)
     assert first == translate(info).SerializeToString(deterministic=True)
+
+
+SPEC_PARTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "routes": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.text(max_size=8), "condition": JSON},
+                optional={
+                    "responseClasses": st.lists(
+                        st.fixed_dictionaries({"condition": JSON}, optional={"isFailure": JSON}),
+                        max_size=3,
+                    ),
+                    "timeout": st.sampled_from(["", "0s", "1.5s", "250ms", "-1s", "x", "1h1m"]),
+                    "isRetryable": st.booleans(),
+                },
+            ),
+            max_size=3,
+        ),
+        "retryBudget": JSON,
+        "dstOverrides": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "authority": st.sampled_from(["a", "a:80", "[::1]:9", "b:c:d", ""]),
+                    "weight": st.sampled_from([0, 1, "1", "500m", "0.25", "1k", "-1", "x"]),
+                }
+            ),
+            max_size=3,
+        ),
+    },
+)
+
+
+@settings(max_examples=300)
+@given(SPEC_PARTS, st.integers(min_value=1, max_value=65535), st.booleans())
+def test_a_profile_that_validates_always_translates(
+    spec: dict[str, Any], port: int, opaque: bool
+) -> None:
+    info = project_service_profile(
+        {"kind": "ServiceProfile", "metadata": {"name": FQN, "namespace": "shop"}, "spec": spec}
+    )
+    assert info is not None
+    if info.problem is not None:
+        return
+    message = service_profile(info, fqn=FQN, service=SERVICE, port=port, opaque=opaque)
+    assert pb.DestinationProfile.FromString(message.SerializeToString()) == message
+    assert len(message.routes) == len(info.routes)
+    assert all(":" in dst.authority for dst in message.dst_overrides)
