@@ -195,7 +195,7 @@ class ProfileTopics:
     ) -> ProfileSubscription[EndpointProfileState]:
         topic = self._endpoints.get(key)
         if topic is None:
-            topic = _Topic(key, self._endpoint_state(key))
+            topic = _Topic(key, self._endpoint_state(key, None))
             self._endpoints[key] = topic
             self._by_ip[key.ip].add(key)
         token = next(self._tokens)
@@ -302,7 +302,7 @@ class ProfileTopics:
         return _publish(topic, self._service_state(topic.key, topic.state))
 
     def _refresh_endpoint(self, topic: _Topic[EndpointProfileKey, EndpointProfileState]) -> int:
-        return _publish(topic, self._endpoint_state(topic.key))
+        return _publish(topic, self._endpoint_state(topic.key, topic.state))
 
     # -- state -------------------------------------------------------------------
 
@@ -324,9 +324,15 @@ class ProfileTopics:
             return previous
         return ServiceProfileState(profile=chosen, opaque=opaque)
 
-    def _endpoint_state(self, key: EndpointProfileKey) -> EndpointProfileState:
+    def _endpoint_state(
+        self, key: EndpointProfileKey, previous: EndpointProfileState | None
+    ) -> EndpointProfileState:
         index, ip, port = self._index, key.ip, key.port
-        pods = index.live_pods_at(ip) or index.live_pods_at_host_port(ip, port)
+        pods = (
+            index.live_pods_at(ip)
+            or index.live_pods_at_host_port(ip, port)
+            or self._draining(key, previous)
+        )
         if pods:
             pod = pods[0]
             if pod.phase != "Running":
@@ -355,6 +361,27 @@ class ProfileTopics:
                 opaque=port in opaque_ports or index.server_opaque_workload(workload, port),
             )
         return self._bare(key)
+
+    def _draining(
+        self, key: EndpointProfileKey, previous: EndpointProfileState | None
+    ) -> list[PodInfo]:
+        """The pod a topic already serves, while it shuts down at the same address.
+
+        New lookups skip terminating pods (reference §2.1), but a stream that
+        already has the pod keeps it until the pod stops running or is gone:
+        clients still talking to a draining StatefulSet member must keep its
+        identity, or an mTLS-only server would refuse them.
+        """
+        if previous is None or previous.pod is None:
+            return []
+        pod = self._index.pods.get(previous.pod.ref)
+        if pod is None or not pod.terminating or pod.phase != "Running":
+            return []
+        addresses = ({*pod.ips} if not pod.host_network else set()) | {
+            ip for ip in pod.host_ips if any(p.host_port == key.port for p in pod.container_ports)
+        }
+        normalized = {normalize_ip(ip) for ip in addresses}
+        return [pod] if key.ip in normalized else []
 
     def _bare(self, key: EndpointProfileKey) -> EndpointProfileState:
         return EndpointProfileState(

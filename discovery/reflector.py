@@ -257,6 +257,7 @@ class Reflector:
         self._on_health = on_health
         self._log = log.bind(cluster=cluster, kind=kind.value)
         self.synced = asyncio.Event()
+        self._served = False  # an optional kind that listed: its going away is worth a log line
         self.last_error: str | None = None
         self.healthy = False  # the last health reported was OK
         self._backoff = Backoff()
@@ -448,6 +449,7 @@ class Reflector:
                 version = str(metadata.get("resourceVersion") or "")
                 break
         self._on_event(Listed(self.kind, tuple(records)), started)
+        self._served = True
         self.synced.set()
         self._metrics.watch_lists.labels(self.cluster, self.kind.value).inc()
         self._log.info(
@@ -477,9 +479,14 @@ class Reflector:
         return version
 
     def _not_served(self, started: float) -> None:
-        """An optional CRD that is not installed: nothing of it exists, for now."""
-        if not self.synced.is_set():
+        """An optional CRD that is not installed: nothing of it exists, for now.
+
+        Said once when it is first found missing, and again whenever a resource
+        that was served goes away (its CRD deleted at runtime).
+        """
+        if not self.synced.is_set() or self._served:
             self._log.info("resource_not_served", path=self._path, retry_in_s=NOT_SERVED_RETRY_S)
+        self._served = False
         self._on_event(Listed(self.kind, ()), started)
         self.synced.set()
         if not self.healthy:

@@ -355,12 +355,13 @@ async def test_an_external_workload_at_its_address(
     stream.cancel()
 
 
-async def test_a_terminating_pod_leaves_its_profile_at_once(
+async def test_a_terminating_pod_stays_on_open_streams_until_it_is_gone(
     server: Server, east: Kube, namespace: str
 ) -> None:
-    """Ours: a pod being deleted (deletionTimestamp set, still Running) is no longer
-    looked up (§2.1), on open streams too; the reference keeps it on streams that
-    already had it until the pod object is gone."""
+    """A pod being deleted (deletionTimestamp set, still Running) is not found by a new
+    lookup (§2.1), but the address's open topic keeps it (and its identity) while it
+    drains, as the reference's shared publisher does, until the pod is gone; a stream
+    joining meanwhile shares that answer."""
     ns = namespace
     node = east.cluster.spec.node_names()[0]
     await east.core.create_namespaced_pod(ns, pod_body("leaving", custom_status=True, node=node))
@@ -371,6 +372,15 @@ async def test_a_terminating_pod_leaves_its_profile_at_once(
     await east.core.delete_namespaced_pod("leaving", ns, grace_period_seconds=300)
     pod = await east.core.read_namespaced_pod("leaving", ns)
     assert pod.metadata.deletion_timestamp is not None and pod.status.phase == "Running"
-    await stream.until(lambda p: p == bare(ipv4(TERMINATING_IP), 8080), what="terminating")
-    stream.cancel()
+    late = open_profile_stream(server, f"{TERMINATING_IP}:8080")
+    await late.until(
+        lambda p: p.endpoint.metric_labels.get("pod") == "leaving", what="the shared answer"
+    )
+    held = len(stream.profiles)
+    await asyncio.sleep(0.5)
+    assert len(stream.profiles) == held  # the open stream keeps the draining pod
+    assert stream.profiles[-1].endpoint.metric_labels.get("pod") == "leaving"
     await delete_pod_now(east, ns, "leaving")
+    await stream.until(lambda p: p == bare(ipv4(TERMINATING_IP), 8080), what="pod gone")
+    stream.cancel()
+    late.cancel()

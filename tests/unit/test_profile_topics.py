@@ -397,3 +397,17 @@ def test_every_stream_gets_the_last_valid_version_since_the_object_appeared(
         state = current()
         served = None if state.profile is None else [r.name for r in state.profile.routes]
         assert served == expected
+
+
+def test_a_draining_pod_stays_on_its_open_topic_but_is_not_found_anew() -> None:
+    world, recorder, _ = endpoint_world()
+    running = pod_record()
+    world.upsert(Kind.POD, running)
+    draining = pod_record(deletion_timestamp="2026-12-07T00:00:00Z")
+    assert draining.terminating and draining.phase == "Running"
+    world.upsert(Kind.POD, draining)
+    assert recorder.states[-1].pod == running  # still served while it drains
+    fresh = world.topics.subscribe_endpoint(EndpointProfileKey("10.0.0.1", 9090), Recorder())
+    assert fresh.initial.pod is None  # a new lookup skips terminating pods (§2.1)
+    world.upsert(Kind.POD, pod_record(deletion_timestamp="2026-12-07T00:00:00Z", phase="Failed"))
+    assert recorder.states[-1].pod is None  # stopped running: gone from the topic
