@@ -352,6 +352,35 @@ def test_workload_owner_looks_in_the_pod_namespace(index: ClusterIndex) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("rs_name", "template_hash", "expected"),
+    [
+        ("web-5d8f7c9b4", "5d8f7c9b4", OwnerRef("Deployment", "web")),
+        ("api-v2-6c4d", "6c4d", OwnerRef("Deployment", "api-v2")),
+        ("web-5d8f7c9b4", None, OwnerRef("ReplicaSet", "web-5d8f7c9b4")),  # a bare ReplicaSet
+        ("web-other", "5d8f7c9b4", OwnerRef("ReplicaSet", "web-other")),  # name does not match
+        ("-5d8f", "5d8f", OwnerRef("ReplicaSet", "-5d8f")),  # nothing left of the name
+    ],
+)
+def test_remote_pods_name_their_deployment_without_replica_sets(
+    index: ClusterIndex, rs_name: str, template_hash: str | None, expected: OwnerRef
+) -> None:
+    """A linked cluster grants no ReplicaSets: the Deployment is read from the RS name."""
+    index.owners_from_template_hash = True
+    labels = {"pod-template-hash": template_hash} if template_hash else None
+    pod = b.projected(b.pod(owner=("ReplicaSet", rs_name), labels=labels))
+    assert isinstance(pod, PodInfo)
+    assert index.workload_owner(pod) == expected
+
+
+def test_local_pods_name_their_deployment_only_through_the_replica_set(
+    index: ClusterIndex,
+) -> None:
+    pod = b.projected(b.pod(owner=("ReplicaSet", "web-5d8f"), labels={"pod-template-hash": "5d8f"}))
+    assert isinstance(pod, PodInfo)
+    assert index.workload_owner(pod) == OwnerRef("ReplicaSet", "web-5d8f")  # RS not seen yet
+
+
 # --------------------------------------------------------------------------
 # relists
 
