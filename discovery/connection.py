@@ -40,8 +40,16 @@ import structlog
 from .index import record_key
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ObjectRef
-from .project import Record
-from .reflector import Deleted, Listed, Reflector, ReflectorEvent, Upserted, describe_error
+from .project import Record, project
+from .reflector import (
+    Deleted,
+    Listed,
+    Projector,
+    Reflector,
+    ReflectorEvent,
+    Upserted,
+    describe_error,
+)
 from .transport import ApiTransport
 
 log = structlog.get_logger("discovery.connection")
@@ -166,6 +174,7 @@ class Connection:
         on_change: Callable[[], None] | None = None,
         paths: dict[Kind, str] | None = None,
         selectors: Sequence[tuple[str, str]] = (),
+        projector: Projector = project,
     ) -> None:
         self.cluster = cluster
         self.api = api
@@ -190,6 +199,7 @@ class Connection:
                 path=(paths or {}).get(kind),
                 selectors=selectors,
                 on_health=self._health,
+                projector=projector,
             )
             for kind in kinds
         ]

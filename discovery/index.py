@@ -18,6 +18,7 @@ from .by_address import AddressIndex
 from .models import (
     ClusterCredentials,
     ExternalWorkloadInfo,
+    ForeignRecord,
     Kind,
     NodeInfo,
     ObjectRef,
@@ -191,8 +192,8 @@ class ClusterIndex:
         if isinstance(record, NodeInfo):
             self.nodes[record.name] = record
             return set()
-        if isinstance(record, ClusterCredentials):
-            raise TypeError("link Secrets belong to the cluster store, not to an index")
+        if isinstance(record, ClusterCredentials | ForeignRecord):
+            raise TypeError(f"{type(record).__name__} records do not belong to a cluster index")
         if isinstance(record, ExternalWorkloadInfo):
             old_workload = self.external_workloads.get(record.ref)
             if old_workload == record:
@@ -251,6 +252,8 @@ class ClusterIndex:
                 if not refs:
                     del self._servers_by_namespace[ref.namespace]
             return self._services_in(ref.namespace)
+        if kind not in (Kind.REPLICA_SET, Kind.JOB):
+            raise TypeError(f"{kind.value} objects do not belong to a cluster index")
         table = self.replica_sets if kind is Kind.REPLICA_SET else self.jobs
         if table.pop(ref, None) is None:
             return set()

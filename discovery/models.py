@@ -52,6 +52,10 @@ class Kind(enum.Enum):
     SERVER = "Server"  # policy.linkerd.io; `proxyProtocol: opaque` marks ports opaque
     EXTERNAL_WORKLOAD = "ExternalWorkload"  # workload.linkerd.io: meshed workloads off-cluster
     SERVICE_PROFILE = "ServiceProfile"  # linkerd.io: routes and retries, read by GetProfile
+    # Read by the service mirror only (never held by a discovery index):
+    ENDPOINTS = "Endpoints"  # the mirror's own gateway-mode Endpoints
+    NAMESPACE = "Namespace"
+    LINK = "Link"  # multicluster.linkerd.io
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +304,18 @@ class ClusterCredentials:
     kubeconfig: bytes = field(repr=False)
     problem: str | None = None
     resource_version: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignRecord:
+    """A record of another package's own projection (the service mirror's).
+
+    Reflectors and connections carry it like any record, so that other
+    packages reuse discovery's watches with a projector of their own;
+    discovery's indexes never hold one.
+    """
+
+    ref: ObjectRef
 
 
 class IpFamily(enum.Enum):

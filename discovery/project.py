@@ -29,6 +29,7 @@ from .models import (
     ClusterName,
     ContainerPort,
     ExternalWorkloadInfo,
+    ForeignRecord,
     Kind,
     LabelSelector,
     NodeInfo,
@@ -104,6 +105,7 @@ Record = (
     | ServerInfo
     | ExternalWorkloadInfo
     | ServiceProfileInfo
+    | ForeignRecord
 )
 PROXY_PORT_NAME = "linkerd-proxy"
 DEFAULT_PROXY_INBOUND_PORT = 4143

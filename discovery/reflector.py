@@ -35,14 +35,14 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import structlog
 
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ObjectRef
-from .project import Invalid, Record, object_key, project
+from .project import Invalid, Record, Warn, object_key, project
 from .sanitize import printable
 from .transport import ApiTransport
 
@@ -59,6 +59,8 @@ LIST_PATHS: dict[Kind, str] = {
     Kind.SERVER: "/apis/policy.linkerd.io/v1beta3/servers",
     Kind.EXTERNAL_WORKLOAD: "/apis/workload.linkerd.io/v1beta1/externalworkloads",
     Kind.SERVICE_PROFILE: "/apis/linkerd.io/v1alpha2/serviceprofiles",
+    Kind.ENDPOINTS: "/api/v1/endpoints",
+    Kind.NAMESPACE: "/api/v1/namespaces",
 }
 
 # Kinds of optional CRDs: a cluster without them lists as empty (and is asked
@@ -73,7 +75,7 @@ def secrets_path(namespace: str) -> str:
 
 
 # ReplicaSets, Jobs and Nodes: only their metadata is read, so ask for that.
-_METADATA_ONLY = frozenset({Kind.REPLICA_SET, Kind.JOB, Kind.NODE})
+_METADATA_ONLY = frozenset({Kind.REPLICA_SET, Kind.JOB, Kind.NODE, Kind.NAMESPACE})
 _ACCEPT_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _ACCEPT_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
@@ -207,6 +209,15 @@ _STATUS_HINTS = {
     403: " (forbidden: the credentials lack list/watch permission)",
 }
 
+
+class Projector(Protocol):
+    """Raw object to record: `project` for discovery; other packages bring their own."""
+
+    def __call__(
+        self, kind: Kind, raw: Any, *, on_warning: Warn | None = None
+    ) -> Record | Invalid: ...
+
+
 HealthCallback = Callable[["Reflector", str | None], None]
 
 _T = TypeVar("_T")
@@ -246,9 +257,11 @@ class Reflector:
         path: str | None = None,
         selectors: Sequence[tuple[str, str]] = (),
         on_health: HealthCallback | None = None,
+        projector: Projector = project,
     ) -> None:
         self.cluster = cluster
         self.kind = kind
+        self._projector = projector
         self._api = api
         self._on_event = on_event
         self._metrics = metrics
@@ -521,7 +534,9 @@ class Reflector:
         return str(version) if version else None
 
     def _project(self, raw: dict[str, Any]) -> Record | None:
-        record = project(self.kind, raw, on_warning=lambda reason: self._skipped(raw, reason))
+        record = self._projector(
+            self.kind, raw, on_warning=lambda reason: self._skipped(raw, reason)
+        )
         if isinstance(record, Invalid):
             self._metrics.invalid_objects.labels(self.cluster, self.kind.value).inc()
             self._log.warning("invalid_object", ref=record.ref, reason=record.reason)

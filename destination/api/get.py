@@ -31,7 +31,7 @@ import structlog
 from prometheus_client import Gauge
 
 from destination._proto import destination_pb2 as pb
-from destination.api.guards import ConnectionLimit, StuckStreams
+from destination.api.guards import ConnectionLimit, LimitExceeded, StuckStreams
 from destination.authority import (
     InvalidAuthority,
     loggable,
@@ -87,19 +87,18 @@ class GetHandler:
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         # This frame lives as long as the stream, ten thousand at a time: it
-        # keeps only what writing needs; parsing and checks live in `_open`.
+        # keeps only what writing needs (no per-stream logger, no context
+        # manager objects); parsing and checks live in `_open`.
         peer = context.peer()
-        if self.limit.full(peer):
+        stream = next(_stream_ids)
+        try:
+            self.limit.acquire(peer)
+        except LimitExceeded as err:
             await self._abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                self.limit.refusal,
-                log.bind(peer=peer, path=loggable(request.path)),
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), stream, request
             )
-        with self.limit.hold(peer):
-            opened = await self._open(request, context, peer)
-            queue, initial, active, stream_log = opened
-            del opened
+        try:
+            queue, initial, active = await self._open(request, context, stream)
             try:
                 for payload in initial:
                     yield payload
@@ -114,26 +113,22 @@ class GetHandler:
             finally:
                 self._broadcasts.close_stream(queue)
                 active.dec()
-                stream_log.debug("stream_closed")
+                log.debug("stream_closed", stream=stream)
+        finally:
+            self.limit.release(peer)
 
     async def _open(
-        self, request: pb.GetDestination, context: grpc.aio.ServicerContext, peer: str
-    ) -> tuple[
-        StreamQueue[StreamSnapshot],
-        tuple[bytes, ...],
-        Gauge,
-        structlog.typing.FilteringBoundLogger,
-    ]:
+        self, request: pb.GetDestination, context: grpc.aio.ServicerContext, stream: int
+    ) -> tuple[StreamQueue[StreamSnapshot], tuple[bytes, ...], Gauge]:
         """Parse, check and attach a new stream; aborts it with the right status."""
-        stream_log = log.bind(stream=next(_stream_ids), path=loggable(request.path), peer=peer)
         try:
             parsed = parse_get_target(request.path, cluster_domain=self._cluster_domain)
         except InvalidAuthority as err:
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err), stream_log)
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err), stream, request)
         token, token_problem = parse_context_token(request.context_token)
         if token_problem:
-            stream_log.info("context_token_ignored", reason=token_problem)
-        await self._wait_synced(context, stream_log)
+            log.info("context_token_ignored", stream=stream, reason=token_problem)
+        await self._wait_synced(context, stream, request)
         service = ServiceRef(parsed.service.namespace, parsed.service.name)
         info = self._local.index.services.get(service)
         if info is None:
@@ -141,13 +136,14 @@ class GetHandler:
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 f"Service {service.name}.{service.namespace} not found",
-                stream_log,
+                stream,
+                request,
             )
         assert info is not None
         mode = mode_of(info)
         problem = self._refusal(info, mode, request.path)
         if problem is not None:
-            await self._abort(context, problem[0], problem[1], stream_log)
+            await self._abort(context, problem[0], problem[1], stream, request)
 
         stream_request = StreamRequest(
             service=service,
@@ -156,15 +152,23 @@ class GetHandler:
             node_name=token.node_name,
         )
         _, queue, initial = self._broadcasts.open_stream(
-            request=stream_request, on_stuck=self._stuck.ender(context, stream_log)
+            request=stream_request,
+            on_stuck=self._stuck.ender(context, stream, loggable(request.path)),
         )
         active = self._metrics.active_streams.labels("Get", mode.value)
         active.inc()
-        stream_log.debug("stream_opened", node=token.node_name, mode=mode.value)
-        return queue, initial, active, stream_log
+        log.debug(
+            "stream_opened",
+            stream=stream,
+            path=loggable(request.path),
+            peer=context.peer(),
+            node=token.node_name,
+            mode=mode.value,
+        )
+        return queue, initial, active
 
     async def _wait_synced(
-        self, context: grpc.aio.ServicerContext, stream_log: structlog.typing.FilteringBoundLogger
+        self, context: grpc.aio.ServicerContext, stream: int, request: pb.GetDestination
     ) -> None:
         """Answer from a listed cache only: the local objects and the link Secrets."""
         if self._local.synced and (self._store is None or self._store.synced):
@@ -179,7 +183,8 @@ class GetHandler:
                 context,
                 grpc.StatusCode.UNAVAILABLE,
                 "discovery cache is not synced yet",
-                stream_log,
+                stream,
+                request,
             )
 
     def _refusal(
@@ -218,8 +223,16 @@ class GetHandler:
         context: grpc.aio.ServicerContext,
         code: grpc.StatusCode,
         message: str,
-        stream_log: structlog.typing.FilteringBoundLogger,
+        stream: int,
+        request: pb.GetDestination,
     ) -> None:
-        stream_log.info("get_rejected", code=code.name, reason=message)
+        log.info(
+            "get_rejected",
+            stream=stream,
+            path=loggable(request.path),
+            peer=context.peer(),
+            code=code.name,
+            reason=message,
+        )
         self._metrics.streams_total.labels("Get", code.name).inc()
         await context.abort(code, message)

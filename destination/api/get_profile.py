@@ -39,7 +39,7 @@ import structlog
 from prometheus_client import Gauge
 
 from destination._proto import destination_pb2 as pb
-from destination.api.guards import ConnectionLimit, StuckStreams
+from destination.api.guards import ConnectionLimit, LimitExceeded, StuckStreams
 from destination.authority import (
     InvalidAuthority,
     is_ip,
@@ -103,21 +103,20 @@ class GetProfileHandler:
     async def stream(
         self, request: pb.GetDestination, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        # Lives as long as the stream: holds only what writing needs (see Get's).
         peer = context.peer()
-        stream_log = log.bind(stream=next(_stream_ids), path=loggable(request.path), peer=peer)
-        if self._limit.full(peer):
-            await self._reject(
-                context,
-                Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, self._limit.refusal),
-                stream_log,
-            )
-        # Admitted from here to the end of the stream, against the same per-connection
-        # limit as Get: a proxy opens both per destination.
-        with self._limit.hold(peer):
+        stream = next(_stream_ids)
+        try:
+            # Against the same per-connection limit as Get: a proxy opens both.
+            self._limit.acquire(peer)
+        except LimitExceeded as err:
+            rejected = Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+            await self._reject(context, rejected, stream, request)
+        try:
             try:
-                opened = await self._open(request, context, stream_log)
+                opened = await self._open(request, context, stream)
             except Rejected as rejected:
-                await self._reject(context, rejected, stream_log)
+                await self._reject(context, rejected, stream, request)
                 return
             broadcast, queue, initial, active = (
                 opened.broadcast,
@@ -145,22 +144,29 @@ class GetProfileHandler:
                 if broadcast is not None and queue is not None:
                     self._broadcasts.close_stream(broadcast, queue)
                 active.dec()
+        finally:
+            self._limit.release(peer)
 
     async def _reject(
         self,
         context: grpc.aio.ServicerContext,
         rejected: Rejected,
-        stream_log: structlog.typing.FilteringBoundLogger,
+        stream: int,
+        request: pb.GetDestination,
     ) -> None:
-        stream_log.info("get_profile_rejected", code=rejected.code.name, reason=rejected.message)
+        log.info(
+            "get_profile_rejected",
+            stream=stream,
+            path=loggable(request.path),
+            peer=context.peer(),
+            code=rejected.code.name,
+            reason=rejected.message,
+        )
         self._metrics.streams_total.labels("GetProfile", rejected.code.name).inc()
         await context.abort(rejected.code, rejected.message)
 
     async def _open(
-        self,
-        request: pb.GetDestination,
-        context: grpc.aio.ServicerContext,
-        stream_log: structlog.typing.FilteringBoundLogger,
+        self, request: pb.GetDestination, context: grpc.aio.ServicerContext, stream: int
     ) -> _Opened:
         path = request.path
         try:
@@ -172,9 +178,9 @@ class GetProfileHandler:
             ) from None
         token, token_problem = parse_context_token(request.context_token)
         if token_problem:
-            stream_log.info("context_token_ignored", reason=token_problem)
+            log.info("context_token_ignored", stream=stream, reason=token_problem)
         await self._wait_synced()
-        on_stuck = self._stuck.ender(context, stream_log)
+        on_stuck = self._stuck.ender(context, stream, loggable(path))
         if is_ip(authority.host):
             ip = normalize_ip(authority.host)
             assert ip is not None

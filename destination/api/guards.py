@@ -13,13 +13,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
 
 import grpc
 import structlog
 
 from destination.ops.metrics import DestinationMetrics
+
+log = structlog.get_logger("destination.api")
 
 __all__ = ["ConnectionLimit", "LimitExceeded", "StuckStreams"]
 
@@ -59,21 +61,24 @@ class ConnectionLimit:
     def refusal(self) -> str:
         return str(LimitExceeded(self.max_per_connection))
 
-    @contextmanager
-    def hold(self, peer: str) -> Iterator[None]:
-        """Count a stream of `peer` for the block; LimitExceeded if it holds too many."""
+    def acquire(self, peer: str) -> None:
+        """Count a stream of `peer`; LimitExceeded if it holds too many already.
+
+        Plain calls, not a context manager: ten thousand streams each keep their
+        handler frame alive, and a context manager object per frame adds up.
+        Callers pair it with `release` in `finally`.
+        """
         held = self._by_peer.get(peer, 0)
         if held >= self.max_per_connection:
             raise LimitExceeded(self.max_per_connection)
         self._by_peer[peer] = held + 1
-        try:
-            yield
-        finally:
-            remaining = self._by_peer[peer] - 1
-            if remaining:
-                self._by_peer[peer] = remaining
-            else:
-                del self._by_peer[peer]
+
+    def release(self, peer: str) -> None:
+        remaining = self._by_peer[peer] - 1
+        if remaining:
+            self._by_peer[peer] = remaining
+        else:
+            del self._by_peer[peer]
 
 
 class StuckStreams:
@@ -84,23 +89,22 @@ class StuckStreams:
         self._aborts: set[asyncio.Future[None]] = set()
 
     def ender(
-        self,
-        context: grpc.aio.ServicerContext,
-        stream_log: structlog.typing.FilteringBoundLogger,
+        self, context: grpc.aio.ServicerContext, stream: int, path: str
     ) -> Callable[[], None]:
-        def end_stuck_stream() -> None:
-            self._metrics.stuck_streams.inc()
-            stream_log.warning("stream_stuck_ended")
-            abort = asyncio.ensure_future(
-                context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "stream stalled: the client did not read updates; reconnect",
-                )
-            )
-            self._aborts.add(abort)
-            abort.add_done_callback(self._forget)
+        """What a stream's queue calls when the stream is stuck (a partial: small per stream)."""
+        return functools.partial(self.end, context, stream, path)
 
-        return end_stuck_stream
+    def end(self, context: grpc.aio.ServicerContext, stream: int, path: str) -> None:
+        self._metrics.stuck_streams.inc()
+        log.warning("stream_stuck_ended", stream=stream, path=path, peer=context.peer())
+        abort = asyncio.ensure_future(
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "stream stalled: the client did not read updates; reconnect",
+            )
+        )
+        self._aborts.add(abort)
+        abort.add_done_callback(self._forget)
 
     def _forget(self, abort: asyncio.Future[None]) -> None:
         self._aborts.discard(abort)
