@@ -1,0 +1,400 @@
+"""The local objects one Link should own: a pure function of what is known now.
+
+Everything a Link's worker writes comes from `desired_state`: given the
+Link, the target cluster's Services and EndpointSlices, the gateway's
+resolved addresses and liveness, and which local namespaces exist, it
+returns the mirror Services and Endpoints the Link should own (complete
+manifests, ready for server-side apply), the federated memberships it
+contributes, and one status condition per remote Service it handles. The
+worker then only diffs that against what the local cluster holds: a missing
+or drifted mirror is rewritten, a mirror whose remote Service is gone (even
+while the controller was down) is deleted, and an object that already
+matches is not written at all.
+
+Deriving every object from one function removes, by construction, the
+reference's path-dependent quirks (§8.1): Endpoints always reflect remote
+emptiness and gateway liveness (Q6), mirror Services and Endpoints carry the
+same labels (Q22), headless mirrors are never overwritten with gateway
+addresses (Q20), a missing namespace never leaves orphan Endpoints (Q3), a
+headless Service exported only for remote discovery is mirrored as a
+remote-discovery Service (Q2), and the status of a headless mirror says
+Mirrored (Q1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from discovery.models import ServiceRef
+
+from .links import LinkSpec
+from .metadata import endpoint_ports, mirror_annotations, mirror_labels, mirror_ports
+from .naming import (
+    CLUSTER_NAME,
+    HEADLESS_MIRROR_OF,
+    MAX_NAME,
+    REMOTE_DISCOVERY,
+    REMOTE_GATEWAY_IDENTITY,
+    REMOTE_RESOURCE_VERSION,
+    REMOTE_SERVICE,
+    REMOTE_SVC_FQ_NAME,
+    endpoint_mirror_name,
+    federated_name,
+    fq_name,
+    mirror_name,
+)
+from .remote import RemoteService, RemoteView
+
+__all__ = [
+    "Condition",
+    "Desired",
+    "FederatedMember",
+    "ObjectKey",
+    "Situation",
+    "desired_state",
+]
+
+MIRRORED = "Mirrored"
+INVALID_SERVICE = "InvalidService"
+MISSING_NAMESPACE = "MissingNamespace"
+ERROR = "Error"
+
+
+class ObjectKey(NamedTuple):
+    kind: str  # "Service" or "Endpoints"
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """The one `Mirrored` condition of a remote Service in the Link's status (§1.2)."""
+
+    remote: ServiceRef
+    mirrored: bool
+    reason: str
+    message: str = ""
+    local: ServiceRef | None = None  # only when mirrored: never an empty localRef
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedMember:
+    """A remote Service joining `<name>-federated` in its namespace, and its metadata."""
+
+    service: ServiceRef
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    ports: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """Everything the desired state depends on."""
+
+    link: LinkSpec
+    remote: RemoteView
+    gateway_ips: tuple[str, ...] | None  # None: the gateway's addresses did not resolve
+    gateway_alive: bool
+    namespaces: frozenset[str]  # local namespaces that exist
+    create_namespaces: bool = False
+    headless: bool = False  # per-pod mirrors of headless Services (opt-in)
+    # ClusterIPs the local cluster gave per-pod mirrors: a headless root's
+    # Endpoints point at them, so they exist only once those Services do.
+    cluster_ips: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    objects: Mapping[ObjectKey, dict[str, Any]]
+    # Objects to leave as they are this round (their inputs are unknown, e.g. the
+    # gateway did not resolve): neither rewritten nor deleted.
+    keep: frozenset[ObjectKey]
+    namespaces_to_create: frozenset[str]
+    members: tuple[FederatedMember, ...]
+    mirror_conditions: tuple[Condition, ...]
+    federated_conditions: tuple[Condition, ...]
+
+
+def _service_manifest(
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    ports: list[dict[str, Any]],
+    *,
+    headless: bool = False,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "ClusterIP", "ports": ports}
+    if headless:
+        spec["clusterIP"] = "None"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+        },
+        "spec": spec,
+    }
+
+
+def _endpoints_manifest(
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    subsets: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+        },
+        "subsets": subsets,
+    }
+
+
+def _gateway_subsets(
+    ips: tuple[str, ...], ports: list[dict[str, Any]], *, alive: bool, has_endpoints: bool
+) -> list[dict[str, Any]]:
+    """One subset of gateway addresses; not-ready while the gateway is down; none if empty."""
+    if not has_endpoints or not ips or not ports:
+        return []
+    addresses = [{"ip": ip} for ip in ips]
+    key = "addresses" if alive else "notReadyAddresses"
+    return [{key: addresses, "ports": ports}]
+
+
+class _Builder:
+    def __init__(self, situation: Situation) -> None:
+        self.s = situation
+        self.link = situation.link
+        self.objects: dict[ObjectKey, dict[str, Any]] = {}
+        self.keep: set[ObjectKey] = set()
+        self.create: set[str] = set()
+        self.members: list[FederatedMember] = []
+        self.mirror_conditions: list[Condition] = []
+        self.federated_conditions: list[Condition] = []
+
+    def namespace_ready(self, namespace: str) -> bool:
+        if namespace in self.s.namespaces:
+            return True
+        if self.s.create_namespaces:
+            self.create.add(namespace)
+            return True
+        return False
+
+    def mirror_metadata(self, service: RemoteService) -> tuple[dict[str, str], dict[str, str]]:
+        link = self.link
+        labels = mirror_labels(service.label_map(), link.excluded_labels)
+        labels[CLUSTER_NAME] = link.target_cluster_name
+        annotations = mirror_annotations(service.annotation_map(), link.excluded_annotations)
+        annotations[REMOTE_SVC_FQ_NAME] = fq_name(
+            service.ref.name, service.ref.namespace, link.target_cluster_domain
+        )
+        annotations[REMOTE_RESOURCE_VERSION] = service.resource_version
+        return labels, annotations
+
+    def endpoint_annotations(self, fq: str) -> dict[str, str]:
+        annotations = {REMOTE_SVC_FQ_NAME: fq}
+        if self.link.gateway_identity:
+            annotations[REMOTE_GATEWAY_IDENTITY] = self.link.gateway_identity
+        return annotations
+
+    def mirror(self, service: RemoteService, *, remote_discovery: bool) -> None:
+        ref, link = service.ref, self.link
+        name = mirror_name(ref.name, link.target_cluster_name)
+        if len(name) > MAX_NAME:
+            self.mirror_conditions.append(
+                Condition(
+                    ref,
+                    False,
+                    INVALID_SERVICE,
+                    f"mirror name {name} is longer than {MAX_NAME} characters",
+                )
+            )
+            return
+        if not self.namespace_ready(ref.namespace):
+            self.mirror_conditions.append(
+                Condition(ref, False, MISSING_NAMESPACE, "Namespace does not exist")
+            )
+            return
+        if not remote_discovery and not link.gateway_enabled:
+            self.mirror_conditions.append(
+                Condition(ref, False, ERROR, "the Link has no gateway address and port")
+            )
+            return
+        labels, annotations = self.mirror_metadata(service)
+        ports = mirror_ports(service.ports)
+        if remote_discovery:
+            labels[REMOTE_DISCOVERY] = link.target_cluster_name
+            labels[REMOTE_SERVICE] = ref.name
+            self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
+                ref.namespace, name, labels, annotations, ports
+            )
+        elif self.s.headless and service.headless and self.s.remote.headless_endpoints(ref):
+            self.headless(service, name, labels, annotations, ports)
+        else:
+            self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
+                ref.namespace, name, labels, annotations, ports
+            )
+            self.gateway_endpoints(
+                ref.namespace,
+                name,
+                endpoint_labels(labels),
+                self.endpoint_annotations(annotations[REMOTE_SVC_FQ_NAME]),
+                service,
+                check_empty=True,
+            )
+        self.mirror_conditions.append(
+            Condition(ref, True, MIRRORED, local=ServiceRef(ref.namespace, name))
+        )
+
+    def gateway_endpoints(
+        self,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        service: RemoteService,
+        *,
+        check_empty: bool,
+    ) -> None:
+        key = ObjectKey("Endpoints", namespace, name)
+        ips = self.s.gateway_ips
+        port = self.link.gateway_port
+        if ips is None or port is None:
+            self.keep.add(key)  # cannot say where the gateway is now: leave it as it is
+            return
+        subsets = _gateway_subsets(
+            ips,
+            endpoint_ports(service.ports, port),
+            alive=self.s.gateway_alive,
+            has_endpoints=not check_empty or self.s.remote.has_ready_endpoints(service.ref),
+        )
+        self.objects[key] = _endpoints_manifest(namespace, name, labels, annotations, subsets)
+
+    def headless(
+        self,
+        service: RemoteService,
+        name: str,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        ports: list[dict[str, Any]],
+    ) -> None:
+        """A headless root mirror, and one gateway-mode mirror per ready hostname (§3.8)."""
+        ref, link = service.ref, self.link
+        self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
+            ref.namespace, name, labels, annotations, ports, headless=True
+        )
+        root_addresses: list[dict[str, Any]] = []
+        root_ports: list[dict[str, Any]] = []
+        for endpoint in self.s.remote.headless_endpoints(ref):
+            pod_mirror = endpoint_mirror_name(endpoint.hostname, link.target_cluster_name)
+            if len(pod_mirror) > MAX_NAME:
+                continue
+            pod_labels = dict(labels)
+            pod_labels[HEADLESS_MIRROR_OF] = name
+            pod_fq = f"{endpoint.hostname}.{annotations[REMOTE_SVC_FQ_NAME]}"
+            pod_annotations = {
+                REMOTE_SVC_FQ_NAME: pod_fq,
+                REMOTE_RESOURCE_VERSION: annotations[REMOTE_RESOURCE_VERSION],
+            }
+            self.objects[ObjectKey("Service", ref.namespace, pod_mirror)] = _service_manifest(
+                ref.namespace, pod_mirror, pod_labels, pod_annotations, ports
+            )
+            self.gateway_endpoints(
+                ref.namespace,
+                pod_mirror,
+                endpoint_labels(pod_labels),
+                self.endpoint_annotations(pod_fq),
+                service,
+                check_empty=False,
+            )
+            cluster_ip = self.s.cluster_ips.get((ref.namespace, pod_mirror))
+            if cluster_ip:
+                root_addresses.append({"hostname": endpoint.hostname, "ip": cluster_ip})
+                root_ports = [
+                    {"name": port_name, "port": number, "protocol": protocol}
+                    if port_name
+                    else {"port": number, "protocol": protocol}
+                    for port_name, number, protocol in endpoint.ports
+                ]
+        subsets = [{"addresses": root_addresses, "ports": root_ports}] if root_addresses else []
+        self.objects[ObjectKey("Endpoints", ref.namespace, name)] = _endpoints_manifest(
+            ref.namespace,
+            name,
+            endpoint_labels(labels),
+            self.endpoint_annotations(annotations[REMOTE_SVC_FQ_NAME]),
+            subsets,
+        )
+
+    def federate(self, service: RemoteService) -> None:
+        ref, link = service.ref, self.link
+        local = ServiceRef(ref.namespace, federated_name(ref.name))
+        if service.headless:
+            self.federated_conditions.append(
+                Condition(
+                    ref, False, INVALID_SERVICE, "Headless service cannot join federated service"
+                )
+            )
+            return
+        if len(local.name) > MAX_NAME:
+            self.federated_conditions.append(
+                Condition(
+                    ref,
+                    False,
+                    INVALID_SERVICE,
+                    f"federated name {local.name} is longer than {MAX_NAME} characters",
+                )
+            )
+            return
+        if not self.namespace_ready(ref.namespace):
+            self.federated_conditions.append(
+                Condition(ref, False, MISSING_NAMESPACE, "Namespace does not exist")
+            )
+            return
+        self.members.append(
+            FederatedMember(
+                service=ref,
+                labels=mirror_labels(service.label_map(), link.excluded_labels),
+                annotations=mirror_annotations(service.annotation_map(), link.excluded_annotations),
+                ports=service.ports,
+            )
+        )
+        self.federated_conditions.append(Condition(ref, True, MIRRORED, local=local))
+
+
+def endpoint_labels(service_labels: Mapping[str, str]) -> dict[str, str]:
+    """Mirror Endpoints carry their Service's labels, minus remote-discovery markers."""
+    return {k: v for k, v in service_labels.items() if k not in (REMOTE_DISCOVERY, REMOTE_SERVICE)}
+
+
+def desired_state(situation: Situation) -> Desired:
+    builder = _Builder(situation)
+    link = situation.link
+    for ref in sorted(situation.remote.services):
+        service = situation.remote.services[ref]
+        labels = service.label_map()
+        if link.remote_discovery_selector.matches(labels):
+            builder.mirror(service, remote_discovery=True)
+        elif link.selector.matches(labels):
+            builder.mirror(service, remote_discovery=False)
+        if link.federated_selector.matches(labels):
+            builder.federate(service)
+    return Desired(
+        objects=builder.objects,
+        keep=frozenset(builder.keep),
+        namespaces_to_create=frozenset(builder.create),
+        members=tuple(builder.members),
+        mirror_conditions=tuple(builder.mirror_conditions),
+        federated_conditions=tuple(builder.federated_conditions),
+    )
