@@ -19,17 +19,66 @@ new) version, so streams that fell behind together share one encoding.
 A stream that stays lagging past a deadline (its client is not reading, so
 gRPC's write is blocked on flow control) is ended by `on_stuck`; the proxy
 reconnects and starts from a fresh snapshot.
+
+Writers are woken a batch at a time (`WAKE_BATCH` per event-loop iteration),
+not all at once. One change offered to 10,000 streams would otherwise put
+10,000 writer steps in the loop's ready queue ahead of everything else, and
+the next watch event's refresh would wait behind every one of those writes:
+measured, 400 ms at p99 in the profile benchmark. In batches, refreshes and
+reads interleave with the writes, and no write is slower for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 # What a stream has been sent: immutable and shared, compared by identity only.
 S = TypeVar("S")
+
+
+WAKE_BATCH = 256
+
+
+class _Waker:
+    """Sets waiters' results WAKE_BATCH per loop iteration (see the module docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: deque[asyncio.Future[None]] = deque()
+        self._scheduled = False
+
+    def wake(self, waiter: asyncio.Future[None]) -> None:
+        self._pending.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        pending = self._pending
+        for _ in range(min(WAKE_BATCH, len(pending))):
+            waiter = pending.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if pending:
+            self._loop.call_soon(self._run)  # after the writers just woken: others get a turn
+        else:
+            self._scheduled = False
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
+
+
+def _waker() -> _Waker:
+    loop = asyncio.get_running_loop()
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = _Waker(loop)
+    return waker
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +221,7 @@ class StreamQueue(Generic[S]):
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            _waker().wake(waiter)
 
     def _check_stuck(self) -> None:
         self._stuck_timer = None

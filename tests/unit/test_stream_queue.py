@@ -22,7 +22,7 @@ from destination._proto import destination_pb2 as pb
 from destination.ops.metrics import DestinationMetrics
 from destination.streams.broadcast import Broadcast
 from destination.streams.members import Planner, StreamTarget
-from destination.streams.stream_queue import QueueItem, StreamClosed, StreamQueue
+from destination.streams.stream_queue import WAKE_BATCH, QueueItem, StreamClosed, StreamQueue
 from destination.translate.endpoints import MeshSettings, tcp_address
 from discovery.cluster import ClusterCache
 from discovery.metrics import DiscoveryMetrics
@@ -333,3 +333,25 @@ async def test_offers_after_close_are_ignored() -> None:
     assert harness.overflows == 0
     with pytest.raises(StreamClosed):
         await next_soon(harness.queue)
+
+
+async def test_writers_are_woken_a_batch_per_loop_iteration_so_others_get_turns() -> None:
+    """One offer to thousands of waiting streams must not queue every writer ahead of,
+    say, the next watch event's refresh: writers wake WAKE_BATCH per iteration."""
+    count = 3 * WAKE_BATCH
+    harnesses = [Harness() for _ in range(count)]
+    order: list[str] = []
+
+    async def writer(harness: Harness) -> None:
+        await harness.queue.next()
+        order.append("writer")
+
+    tasks = [asyncio.create_task(writer(h)) for h in harnesses]
+    await asyncio.sleep(0)  # every writer now waits
+    for harness in harnesses:
+        harness.offer()
+    asyncio.get_running_loop().call_soon(order.append, "refresh")  # the next event's flush
+    await asyncio.gather(*tasks)
+    assert order.count("writer") == count
+    # All at once, "refresh" would come after every writer; in batches, early on.
+    assert order.index("refresh") <= 2 * WAKE_BATCH
