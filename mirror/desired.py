@@ -210,7 +210,7 @@ class _Builder:
         return annotations
 
     def mirror(self, service: RemoteService, *, remote_discovery: bool) -> None:
-        ref, link = service.ref, self.link
+        ref, link = service.service, self.link
         name = mirror_name(ref.name, link.target_cluster_name)
         if len(name) > MAX_NAME:
             self.mirror_conditions.append(
@@ -278,7 +278,7 @@ class _Builder:
             ips,
             endpoint_ports(service.ports, port),
             alive=self.s.gateway_alive,
-            has_endpoints=not check_empty or self.s.remote.has_ready_endpoints(service.ref),
+            has_endpoints=not check_empty or self.s.remote.has_ready_endpoints(service.service),
         )
         self.objects[key] = _endpoints_manifest(namespace, name, labels, annotations, subsets)
 
@@ -291,7 +291,7 @@ class _Builder:
         ports: list[dict[str, Any]],
     ) -> None:
         """A headless root mirror, and one gateway-mode mirror per ready hostname (§3.8)."""
-        ref, link = service.ref, self.link
+        ref, link = service.service, self.link
         self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
             ref.namespace, name, labels, annotations, ports, headless=True
         )
@@ -338,7 +338,7 @@ class _Builder:
         )
 
     def federate(self, service: RemoteService) -> None:
-        ref, link = service.ref, self.link
+        ref, link = service.service, self.link
         local = ServiceRef(ref.namespace, federated_name(ref.name))
         if service.headless:
             self.federated_conditions.append(

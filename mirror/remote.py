@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from discovery.models import ObjectRef, ServiceRef, SliceInfo
+from discovery.models import ForeignRecord, ObjectRef, ServiceRef, SliceInfo
 from discovery.project import valid_port
 
 __all__ = [
@@ -47,14 +47,19 @@ class RemotePort:
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteService:
-    ref: ServiceRef
-    labels: tuple[tuple[str, str], ...]
-    annotations: tuple[tuple[str, str], ...]
-    ports: tuple[RemotePort, ...]
-    headless: bool  # clusterIP: None
+class RemoteService(ForeignRecord):
+    """A target cluster's Service (its `ref` is a ServiceRef)."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    ports: tuple[RemotePort, ...] = ()
+    headless: bool = False  # clusterIP: None
     resource_version: str = field(default="", compare=False)
     problems: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def service(self) -> ServiceRef:
+        return ServiceRef(*self.ref)
 
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
@@ -168,7 +173,7 @@ class RemoteView:
         self._slices_by_service: defaultdict[ServiceRef, set[ObjectRef]] = defaultdict(set)
 
     def put_service(self, service: RemoteService) -> None:
-        self.services[service.ref] = service
+        self.services[service.service] = service
 
     def drop_service(self, ref: ServiceRef) -> None:
         self.services.pop(ref, None)
@@ -188,7 +193,7 @@ class RemoteView:
                     del self._slices_by_service[old.service]
 
     def replace_services(self, services: Iterable[RemoteService]) -> None:
-        self.services = {s.ref: s for s in services}
+        self.services = {s.service: s for s in services}
 
     def replace_slices(self, slices: Iterable[SliceInfo]) -> None:
         self.slices = {}

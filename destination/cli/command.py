@@ -50,14 +50,24 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from destination.cli import clusters, endpoints, profile
+from destination.cli import clusters, endpoints, mirror, profile
 from destination.cli.common import SubcommandHandler, Subparsers
+from destination.cli.settings import (
+    Setting,
+    add_setting_flags,
+    boolean,
+    build_settings,
+    integer,
+    optional_path,
+    seconds,
+    settings_of,
+    text,
+)
 from destination.config import (
     ConfigError,
     ServerConfig,
@@ -88,114 +98,37 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _text(value: str) -> str:
-    return value
-
-
-def _optional_path(value: str) -> str | None:
-    return value or None
-
-
-# The parsers below raise ConfigError with an empty setting name: build_config knows
-# the setting and the flag or variable, and raises the error the operator sees.
-
-
-def _integer(value: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise ConfigError("", f"expected an integer, got {value!r}") from None
-
-
-def _seconds(value: str) -> float:
-    try:
-        return float(value.strip())
-    except ValueError:
-        raise ConfigError("", f"expected a number of seconds, got {value!r}") from None
-
-
-def _boolean(value: str) -> bool:
-    word = value.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ConfigError("", f"expected true or false (also 1/0, yes/no, on/off), got {value!r}")
-
-
 _STRING_FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     # field name: (metavar, parser of the flag or environment string)
-    "listen_address": ("HOST:PORT", _text),
-    "admin_address": ("HOST:PORT", _text),
-    "kubeconfig": ("PATH", _optional_path),
-    "cluster_name": ("NAME", _text),
-    "controller_namespace": ("NAMESPACE", _text),
-    "cluster_domain": ("DOMAIN", _text),
-    "identity_trust_domain": ("DOMAIN", _text),
+    "listen_address": ("HOST:PORT", text),
+    "admin_address": ("HOST:PORT", text),
+    "kubeconfig": ("PATH", optional_path),
+    "cluster_name": ("NAME", text),
+    "controller_namespace": ("NAMESPACE", text),
+    "cluster_domain": ("DOMAIN", text),
+    "identity_trust_domain": ("DOMAIN", text),
     "default_opaque_ports": ("PORTS", parse_opaque_ports),
-    "enable_h2_upgrade": ("BOOL", _boolean),
-    "outbound_transport_mode": ("{transparent,transport-header}", _text),
-    "enable_ipv6": ("BOOL", _boolean),
-    "stream_queue_capacity": ("N", _integer),
-    "max_streams_per_connection": ("N", _integer),
-    "stream_stuck_deadline_s": ("SECONDS", _seconds),
+    "enable_h2_upgrade": ("BOOL", boolean),
+    "outbound_transport_mode": ("{transparent,transport-header}", text),
+    "enable_ipv6": ("BOOL", boolean),
+    "stream_queue_capacity": ("N", integer),
+    "max_streams_per_connection": ("N", integer),
+    "stream_stuck_deadline_s": ("SECONDS", seconds),
     "meshed_http2_client_params": ("JSON", parse_http2_client_params),
-    "ext_endpoint_zone_weights": ("BOOL", _boolean),
-    "enable_remote_discovery": ("BOOL", _boolean),
-    "remote_withdraw_after_s": ("SECONDS", _seconds),
-    "remote_max_objects_per_kind": ("N", _integer),
-    "allow_insecure_remote_links": ("BOOL", _boolean),
-    "log_level": ("{debug,info,warning,error,critical}", _text),
-    "log_format": ("{json,console}", _text),
-    "shutdown_grace_s": ("SECONDS", _seconds),
+    "ext_endpoint_zone_weights": ("BOOL", boolean),
+    "enable_remote_discovery": ("BOOL", boolean),
+    "remote_withdraw_after_s": ("SECONDS", seconds),
+    "remote_max_objects_per_kind": ("N", integer),
+    "allow_insecure_remote_links": ("BOOL", boolean),
+    "log_level": ("{debug,info,warning,error,critical}", text),
+    "log_format": ("{json,console}", text),
+    "shutdown_grace_s": ("SECONDS", seconds),
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Setting:
-    """One ``ServerConfig`` field as the operator sees it."""
-
-    name: str
-    flag: str
-    env: str
-    metavar: str
-    parse: Callable[[str], object]
-    is_bool: bool
-    help: str
-    default_text: str
 
 
 def serve_settings() -> tuple[Setting, ...]:
     """Every field of :class:`ServerConfig`, in declaration order, with its flag and variable."""
-    settings = []
-    for spec in dataclasses.fields(ServerConfig):
-        if spec.name not in _STRING_FORMS:
-            raise LookupError(f"ServerConfig.{spec.name} has no entry in cli._STRING_FORMS")
-        metavar, parse = _STRING_FORMS[spec.name]
-        default = spec.default
-        settings.append(
-            Setting(
-                name=spec.name,
-                flag="--" + spec.name.replace("_", "-"),
-                env=ENV_PREFIX + spec.name.upper(),
-                metavar=metavar,
-                parse=parse,
-                is_bool=isinstance(default, bool),
-                help=str(spec.metadata["help"]),
-                default_text=str(spec.metadata.get("default_text", _default_text(default))),
-            )
-        )
-    return tuple(settings)
-
-
-def _default_text(default: object) -> str:
-    if isinstance(default, bool):
-        return "true" if default else "false"
-    return str(default)
+    return settings_of(ServerConfig, _STRING_FORMS, ENV_PREFIX)
 
 
 def register_serve(subparsers: Subparsers) -> None:
@@ -216,25 +149,7 @@ def register_serve(subparsers: Subparsers) -> None:
             "2 for a usage or configuration error."
         ),
     )
-    for setting in serve_settings():
-        help_text = f"{setting.help} Default: {setting.default_text}. Env: {setting.env}."
-        help_text = help_text.replace("%", "%%")
-        if setting.is_bool:
-            parser.add_argument(
-                setting.flag,
-                dest=setting.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                setting.flag,
-                dest=setting.name,
-                metavar=setting.metavar,
-                default=None,
-                help=help_text,
-            )
+    add_setting_flags(parser, serve_settings())
     parser.set_defaults(handler=_serve)
 
 
@@ -256,6 +171,7 @@ _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     endpoints.register,
     profile.register,
     clusters.register,
+    mirror.register,
 )
 
 
@@ -265,25 +181,7 @@ def build_config(args: argparse.Namespace, *, environ: Mapping[str, str]) -> Ser
     Raises :class:`ConfigError` whose ``source`` is the flag or variable that
     gave the bad value (``None`` if a default was wrong, which is a bug).
     """
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for setting in serve_settings():
-        given = getattr(args, setting.name, None)
-        if given is not None:
-            source = setting.flag
-        elif setting.env in environ:
-            given, source = environ[setting.env], setting.env
-        else:
-            continue
-        sources[setting.name] = source
-        try:
-            values[setting.name] = setting.parse(given) if isinstance(given, str) else given
-        except ConfigError as err:
-            raise ConfigError(setting.name, err.problem, source=source) from None
-    try:
-        return ServerConfig(**values)
-    except ConfigError as err:
-        raise ConfigError(err.setting, err.problem, source=sources.get(err.setting)) from None
+    return build_settings(ServerConfig, serve_settings(), args, environ=environ)
 
 
 def parse_serve_args(argv: Sequence[str], *, environ: Mapping[str, str]) -> ServerConfig:

@@ -35,7 +35,7 @@ Design choices
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
@@ -76,11 +76,14 @@ class AdminServer:
         registry: CollectorRegistry,
         ready: Callable[[], bool],
         clusters: Callable[[], list[dict[str, object]]] | None = None,
+        documents: Mapping[str, Callable[[], dict[str, object]]] | None = None,
         shutdown_timeout_s: float = 1.0,
     ) -> None:
         self._registry = registry
         self._ready = ready
         self._clusters = clusters
+        # Other JSON status pages by path (the mirror controller's `/links`).
+        self._documents = dict(documents or {})
         self._shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -103,6 +106,8 @@ class AdminServer:
         app.router.add_get("/ping", self._ping)
         app.router.add_get("/ready", self._readiness)
         app.router.add_get("/clusters", self._cluster_statuses)
+        for path, document in self._documents.items():
+            app.router.add_get(path, self._document_handler(document))
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -163,6 +168,14 @@ class AdminServer:
         if ready:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not ready\n")
+
+    def _document_handler(
+        self, document: Callable[[], dict[str, object]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            return web.json_response(redact(document()))
+
+        return handle
 
     async def _cluster_statuses(self, request: web.Request) -> web.Response:
         clusters = self._clusters() if self._clusters is not None else []
