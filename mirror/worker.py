@@ -238,30 +238,35 @@ class LinkWorker:
         return await resolve_gateway(self.spec.gateway_addresses)
 
     async def _loop(self) -> None:
+        """Reconcile on events (coalesced), periodically, and after failures with backoff.
+
+        A failure never blocks the loop: new events still reconcile at once, and
+        without events a retry comes after the backoff (doubling to a minute).
+        """
         loop = asyncio.get_running_loop()
         next_repair = loop.time() + self._settings.repair_period_s
+        retry_at: float | None = None
         while True:
-            timeout = max(0.0, next_repair - loop.time())
+            wake_at = next_repair if retry_at is None else min(next_repair, retry_at)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(max(0.0, wake_at - loop.time())):
                     await self._dirty.wait()
-            if loop.time() >= next_repair:
-                next_repair = loop.time() + self._settings.repair_period_s
+            now = loop.time()
+            if now >= next_repair:
+                next_repair = now + self._settings.repair_period_s
                 self._metrics.endpoint_repairs.labels(self.cluster).inc()
             await asyncio.sleep(self._settings.debounce_s)  # let the burst land
+            self._dirty.clear()
             connection = self.connection
             if connection is None or not connection.synced.is_set():
-                self._dirty.clear()
                 continue  # never reconcile from a half-listed target
-            self._dirty.clear()
             since, self._dirty_since = self._dirty_since, None
-            ok = await self.reconcile(since)
-            if ok:
+            if await self.reconcile(since):
                 self._retry_s = RETRY_INITIAL_S
+                retry_at = None
             else:
-                await asyncio.sleep(self._retry_s)
+                retry_at = loop.time() + self._retry_s
                 self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
-                self.mark_dirty()
 
     # -- reconciling ---------------------------------------------------------------
 
