@@ -207,13 +207,32 @@ class RemoteView:
             for endpoint in info.endpoints
         )
 
+    def has_hostnames(self, service: ServiceRef) -> bool:
+        """Whether some endpoint, ready or not, has a hostname (reference §3.8: a headless
+        mirror then gets per-pod mirrors; without, it is mirrored as a ClusterIP Service)."""
+        return any(
+            endpoint.hostname and endpoint.addresses
+            for info in self.slices_of(service)
+            if info.address_type != "FQDN"
+            for endpoint in info.endpoints
+        )
+
     def headless_endpoints(self, service: ServiceRef) -> list[HeadlessEndpoint]:
-        """Ready endpoints with hostnames, one per hostname, in hostname order."""
+        """Ready endpoints with hostnames, one per hostname, in hostname order.
+
+        Slices do not say a port's protocol; the Service's port of the same
+        name does (the EndpointSlice controller copies names from it).
+        """
+        remote = self.services.get(service)
+        protocols = {port.name: port.protocol for port in remote.ports} if remote else {}
         found: dict[str, HeadlessEndpoint] = {}
         for info in self.slices_of(service):
             if info.address_type == "FQDN":
                 continue
-            ports = tuple((port.name, port.port, "TCP") for port in (info.ports or ()))
+            ports = tuple(
+                (port.name, port.port, protocols.get(port.name, "TCP"))
+                for port in (info.ports or ())
+            )
             for endpoint in info.endpoints:
                 if not endpoint.ready or not endpoint.hostname or not endpoint.addresses:
                     continue
