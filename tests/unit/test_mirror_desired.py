@@ -834,3 +834,42 @@ def test_desired_state_invariants(
     assert [m.service for m in desired.members] == [
         c.remote for c in desired.federated_conditions if c.mirrored
     ]
+
+
+# -- hostile names -----------------------------------------------------------------------------
+
+
+def test_remote_names_that_are_not_dns_labels_are_ignored() -> None:
+    """Regression: any string was taken as a Service's name or namespace, and became a local
+    object name and an API path (`a/../../x-east`)."""
+    for name, namespace in [
+        ("a/../../endpoints/x", NS),
+        ("Web", NS),
+        ("web.v2", NS),
+        ("-web", NS),
+        ("w" * 64, NS),
+        ("web", "kube/../system"),
+        ("web", "NS"),
+        ("web", ""),
+        ("", NS),
+    ]:
+        raw = builders.service("x", labels=EXPORTED)
+        raw["metadata"]["name"], raw["metadata"]["namespace"] = name, namespace
+        assert project_remote_service(raw) is None, (name, namespace)
+
+
+def test_endpoint_hostnames_that_are_not_dns_labels_get_no_per_pod_mirror() -> None:
+    """Regression: a hostname became a per-pod mirror's name as it was."""
+    bad = remote_slice(
+        "db",
+        builders.endpoint("10.1.0.1", hostname="DB_0"),
+        builders.endpoint("10.1.0.2", hostname="a.b"),
+        ports=(("pg", 5432),),
+    )
+    desired = desired_state(situation(view(remote_service("db", **DB), bad), headless=True))
+    # No usable hostname: an ordinary gateway mirror (§3.8, like a Deployment's pods).
+    assert set(desired.objects) == {service_key("db-east"), endpoints_key("db-east")}
+    assert "clusterIP" not in desired.objects[service_key("db-east")]["spec"]
+    mixed = view(remote_service("db", **DB), bad, stateful_set("db-0"))
+    desired = desired_state(situation(mixed, headless=True))
+    assert {key.name for key in desired.objects} == {"db-east", "db-0-east"}
