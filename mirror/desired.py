@@ -18,7 +18,17 @@ same labels (Q22), headless mirrors are never overwritten with gateway
 addresses (Q20), a missing namespace never leaves orphan Endpoints (Q3), a
 headless Service exported only for remote discovery is mirrored as a
 remote-discovery Service (Q2), and the status of a headless mirror says
-Mirrored (Q1).
+Mirrored (Q1); its root Endpoints are always ready, as created (Q4).
+
+Other deliberate differences, each where the reference writes an object the
+API server then refuses (and retries until it gives up): a mirror or
+federated name longer than 63 characters, and a Service without ports
+(which cannot be a ClusterIP Service), give an `InvalidService` condition
+and no object. A per-pod mirror's `remote-resource-version` is the remote
+Service's (the reference uses the remote Endpoints', which slices do not
+have). Gateway IPs are written sorted, as strings (as the reference resolves
+them); when they are unknown, or resolved to nothing, gateway Endpoints are
+kept as they are (the reference fails the write and retries).
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ MIRRORED = "Mirrored"
 INVALID_SERVICE = "InvalidService"
 MISSING_NAMESPACE = "MissingNamespace"
 ERROR = "Error"
+NO_PORTS = "object spec has no exposed ports"
 
 
 class ObjectKey(NamedTuple):
@@ -95,7 +106,7 @@ class Situation:
 
     link: LinkSpec
     remote: RemoteView
-    gateway_ips: tuple[str, ...] | None  # None: the gateway's addresses did not resolve
+    gateway_ips: tuple[str, ...] | None  # None (or empty): the gateway's addresses did not resolve
     gateway_alive: bool
     namespaces: frozenset[str]  # local namespaces that exist
     create_namespaces: bool = False
@@ -168,7 +179,7 @@ def _gateway_subsets(
     """One subset of gateway addresses; not-ready while the gateway is down; none if empty."""
     if not has_endpoints or not ips or not ports:
         return []
-    addresses = [{"ip": ip} for ip in ips]
+    addresses = [{"ip": ip} for ip in sorted(set(ips))]
     key = "addresses" if alive else "notReadyAddresses"
     return [{key: addresses, "ports": ports}]
 
@@ -222,6 +233,9 @@ class _Builder:
                 )
             )
             return
+        if not service.ports:
+            self.mirror_conditions.append(Condition(ref, False, INVALID_SERVICE, NO_PORTS))
+            return
         if not self.namespace_ready(ref.namespace):
             self.mirror_conditions.append(
                 Condition(ref, False, MISSING_NAMESPACE, "Namespace does not exist")
@@ -240,7 +254,7 @@ class _Builder:
             self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
                 ref.namespace, name, labels, annotations, ports
             )
-        elif self.s.headless and service.headless and self.s.remote.headless_endpoints(ref):
+        elif self.s.headless and service.headless and self.s.remote.has_hostnames(ref):
             self.headless(service, name, labels, annotations, ports)
         else:
             self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
@@ -271,7 +285,7 @@ class _Builder:
         key = ObjectKey("Endpoints", namespace, name)
         ips = self.s.gateway_ips
         port = self.link.gateway_port
-        if ips is None or port is None:
+        if not ips or port is None:
             self.keep.add(key)  # cannot say where the gateway is now: leave it as it is
             return
         subsets = _gateway_subsets(
@@ -295,8 +309,9 @@ class _Builder:
         self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
             ref.namespace, name, labels, annotations, ports, headless=True
         )
-        root_addresses: list[dict[str, Any]] = []
-        root_ports: list[dict[str, Any]] = []
+        # Root addresses grouped by their slice's ports, one subset each, as
+        # the remote Endpoints group them.
+        root_subsets: dict[tuple[tuple[str, int, str], ...], list[dict[str, Any]]] = {}
         for endpoint in self.s.remote.headless_endpoints(ref):
             pod_mirror = endpoint_mirror_name(endpoint.hostname, link.target_cluster_name)
             if len(pod_mirror) > MAX_NAME:
@@ -321,14 +336,21 @@ class _Builder:
             )
             cluster_ip = self.s.cluster_ips.get((ref.namespace, pod_mirror))
             if cluster_ip:
-                root_addresses.append({"hostname": endpoint.hostname, "ip": cluster_ip})
-                root_ports = [
+                root_subsets.setdefault(endpoint.ports, []).append(
+                    {"hostname": endpoint.hostname, "ip": cluster_ip}
+                )
+        subsets = [
+            {
+                "addresses": addresses,
+                "ports": [
                     {"name": port_name, "port": number, "protocol": protocol}
                     if port_name
                     else {"port": number, "protocol": protocol}
-                    for port_name, number, protocol in endpoint.ports
-                ]
-        subsets = [{"addresses": root_addresses, "ports": root_ports}] if root_addresses else []
+                    for port_name, number, protocol in ports
+                ],
+            }
+            for ports, addresses in root_subsets.items()
+        ]
         self.objects[ObjectKey("Endpoints", ref.namespace, name)] = _endpoints_manifest(
             ref.namespace,
             name,
@@ -356,6 +378,9 @@ class _Builder:
                     f"federated name {local.name} is longer than {MAX_NAME} characters",
                 )
             )
+            return
+        if not service.ports:
+            self.federated_conditions.append(Condition(ref, False, INVALID_SERVICE, NO_PORTS))
             return
         if not self.namespace_ready(ref.namespace):
             self.federated_conditions.append(

@@ -79,10 +79,18 @@ def next_federated(
     local = annotations.get(LOCAL_DISCOVERY) or None
     if cluster == LOCAL:
         local = member.service.name if member is not None else None
-    else:
+    elif member is None:
         remote = [(name, c) for name, c in remote if c != cluster]
-        if member is not None:
-            remote.append((member.service.name, cluster))
+    else:
+        # A member already listed keeps its place (§3.9: insertion order), so
+        # that a rejoin on every resync writes nothing.
+        entry = (member.service.name, cluster)
+        listed = [i for i, (_, c) in enumerate(remote) if c == cluster]
+        if listed:
+            remote[listed[0]] = entry
+            remote = [item for i, item in enumerate(remote) if i not in listed[1:]]
+        else:
+            remote.append(entry)
     if not remote and local is None:
         return None
     labels: dict[str, str] = dict(metadata.get("labels") or {})

@@ -12,12 +12,22 @@ Field semantics follow reference §1.1, with defaults made explicit here
 (probe timeout 30 s, failure threshold 3, target cluster domain
 `cluster.local`); a bare integer probe period `N` means `Ns`, as link-gen
 writes it from the gateway's annotation.
+
+Deliberate differences from the reference, each a field it takes unchecked:
+an unusable `probeSpec` (period or threshold that do not parse) makes the
+Link a problem, where the reference's probe worker exits and the gateway
+stays "alive" forever; probe periods are bounded (100 ms to 24 h) so that a
+Link cannot make the controller probe in a tight loop; gateway addresses are
+IP literals or DNS names, never the legacy numeric forms (`0x7f.1`,
+`01.2.3.4`, `127.1`) a resolver would turn into an IPv4 address, nor IPv6
+literals with a zone (`fe80::1%eth0`) that an Endpoints object cannot hold.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +54,10 @@ DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 MAX_GATEWAY_ADDRESSES = 16
 MAX_EXCLUSIONS = 256
+MAX_EXCLUSION_LENGTH = 319  # a label or annotation key (317), then "/*"
+MIN_PROBE_PERIOD_S = 0.1
+MIN_PROBE_TIMEOUT_S = 0.001
+MAX_PROBE_DURATION_S = 24 * 3600.0
 
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS_NAME_RE = re.compile(
@@ -104,14 +118,15 @@ class Link:
         return self.ref.name
 
 
-def _text(spec: Mapping[str, Any], key: str, *, limit: int = 253) -> str:
+def _text(spec: Mapping[str, Any], key: str, *, limit: int = 253, within: str = "spec") -> str:
+    """The string at `<within>.<key>` ("" when absent or null), stripped."""
     value = spec.get(key, "")
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise LinkProblem(f"spec.{key} must be a string")
+        raise LinkProblem(f"{within}.{key} must be a string")
     if len(value) > limit:
-        raise LinkProblem(f"spec.{key} is longer than {limit} characters")
+        raise LinkProblem(f"{within}.{key} is longer than {limit} characters")
     return value.strip()
 
 
@@ -121,7 +136,9 @@ def _port(value: str, where: str) -> int:
     return int(value)
 
 
-def _duration_s(value: Any, where: str, default: float | None) -> float:
+def _duration_s(
+    value: Any, where: str, default: float | None, *, minimum: float = MIN_PROBE_TIMEOUT_S
+) -> float:
     if value in (None, ""):
         if default is None:
             raise LinkProblem(f"{where} is required")
@@ -137,7 +154,10 @@ def _duration_s(value: Any, where: str, default: float | None) -> float:
         raise LinkProblem(f"{where}: {err}") from None
     if nanos <= 0:
         raise LinkProblem(f"{where} {value!r} must be positive")
-    return nanos / 1e9
+    seconds = nanos / 1e9
+    if not minimum <= seconds <= MAX_PROBE_DURATION_S:
+        raise LinkProblem(f"{where} {value!r} is not between {minimum:g}s and 24h")
+    return seconds
 
 
 def _gateway_addresses(text: str) -> tuple[str, ...]:
@@ -149,12 +169,18 @@ def _gateway_addresses(text: str) -> tuple[str, ...]:
         if not address:
             raise LinkProblem(f"spec.gatewayAddress {text!r} has an empty entry")
         try:
-            addresses.append(str(ipaddress.ip_address(address)))
-            continue
+            ip = ipaddress.ip_address(address)
         except ValueError:
             pass
+        else:
+            if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+                raise LinkProblem(
+                    f"spec.gatewayAddress entry {address[:80]!r} has a zone: not an Endpoints IP"
+                )
+            addresses.append(str(ip))
+            continue
         name = address.lower().rstrip(".")
-        if len(name) > 253 or not _DNS_NAME_RE.match(name):
+        if len(name) > 253 or not _DNS_NAME_RE.match(name) or _numeric_host(name):
             raise LinkProblem(
                 f"spec.gatewayAddress entry {address[:80]!r} is not an IP or DNS name"
             )
@@ -164,26 +190,41 @@ def _gateway_addresses(text: str) -> tuple[str, ...]:
     return tuple(addresses)
 
 
+def _numeric_host(name: str) -> bool:
+    """Whether a resolver would read `name` as an IPv4 address (`127.1`, `0x7f.0.0.1`)."""
+    try:
+        socket.inet_aton(name)  # pure parsing, no lookup
+    except OSError:
+        return False
+    return True
+
+
 def _probe(raw: Any) -> ProbeSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
         raise LinkProblem("spec.probeSpec must be an object")
-    path = _text(raw, "path", limit=1024)
+    path = _text(raw, "path", limit=1024, within="spec.probeSpec")
     if not path:
         return None  # no path: the gateway is not probed (reference §4.2)
     if not _HTTP_PATH_RE.match(path):
         raise LinkProblem(f"spec.probeSpec.path {path[:80]!r} is not an absolute HTTP path")
-    port_text = _text(raw, "port", limit=5)
+    port_text = _text(raw, "port", limit=5, within="spec.probeSpec")
     if not port_text:
         raise LinkProblem("spec.probeSpec.port is required with a probe path")
-    threshold_text = _text(raw, "failureThreshold", limit=10) or str(DEFAULT_FAILURE_THRESHOLD)
-    if not threshold_text.isdigit() or not 1 <= int(threshold_text) <= 1000:
+    threshold_text = _text(raw, "failureThreshold", limit=10, within="spec.probeSpec")
+    threshold_text = threshold_text or str(DEFAULT_FAILURE_THRESHOLD)
+    # ASCII first: str.isdigit() also accepts "³", which int() then refuses.
+    if not (threshold_text.isascii() and threshold_text.isdigit()) or not (
+        1 <= int(threshold_text) <= 1000
+    ):
         raise LinkProblem(f"spec.probeSpec.failureThreshold {threshold_text!r} is not 1..1000")
     return ProbeSpec(
         path=path,
         port=_port(port_text, "spec.probeSpec.port"),
-        period_s=_duration_s(raw.get("period"), "spec.probeSpec.period", None),
+        period_s=_duration_s(
+            raw.get("period"), "spec.probeSpec.period", None, minimum=MIN_PROBE_PERIOD_S
+        ),
         timeout_s=_duration_s(
             raw.get("timeout"), "spec.probeSpec.timeout", DEFAULT_PROBE_TIMEOUT_S
         ),
@@ -198,6 +239,8 @@ def _exclusions(raw: Any, where: str) -> tuple[str, ...]:
         raise LinkProblem(f"{where} must be a list of strings")
     if len(raw) > MAX_EXCLUSIONS:
         raise LinkProblem(f"{where} has more than {MAX_EXCLUSIONS} entries")
+    if any(len(item) > MAX_EXCLUSION_LENGTH for item in raw):
+        raise LinkProblem(f"{where} has an entry longer than {MAX_EXCLUSION_LENGTH} characters")
     return tuple(item.strip() for item in raw if item.strip())
 
 
@@ -211,6 +254,10 @@ def _spec(raw: Mapping[str, Any]) -> LinkSpec:
     if not _DNS_NAME_RE.match(domain):
         raise LinkProblem(f"spec.targetClusterDomain {domain!r} is not a DNS name")
     linkerd_ns = _text(raw, "targetClusterLinkerdNamespace", limit=63) or "linkerd"
+    if not _DNS_LABEL_RE.match(linkerd_ns):
+        raise LinkProblem(
+            f"spec.targetClusterLinkerdNamespace {linkerd_ns!r} is not a namespace name"
+        )
     secret = _text(raw, "clusterCredentialsSecret")
     if not _DNS_NAME_RE.match(secret):
         raise LinkProblem(f"spec.clusterCredentialsSecret {secret!r} is not a Secret name")

@@ -13,6 +13,18 @@ opaque.
 An exclusion ending in `/*` excludes every key starting with what precedes
 it; this is a plain string prefix, as in the reference (`evil.io/*` also
 excludes `evil.ioX/key`), kept because Links written for Linkerd rely on it.
+
+Never copied either, unlike the reference: the keys by which the destination
+server decides where a Service's endpoints come from (reference §3.13) -
+the labels `multicluster.linkerd.io/remote-discovery` and
+`multicluster.linkerd.io/remote-service`, and the annotations
+`multicluster.linkerd.io/remote-discovery` and
+`multicluster.linkerd.io/local-discovery`. Copied from a target's Service,
+they would let that cluster send traffic for its own mirror `web-east` to a
+local Service (`local-discovery: db`) or to another linked cluster
+(`remote-discovery: db@west`). The mirror sets the labels itself, per mode
+(as the reference's update path does, §3.7 step 5), and federation writes
+its own membership annotations.
 """
 
 from __future__ import annotations
@@ -20,10 +32,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .naming import MIRRORED_SERVICE, OPAQUE_PORTS_ANNOTATION
+from .naming import (
+    LOCAL_DISCOVERY,
+    MIRRORED_SERVICE,
+    OPAQUE_PORTS_ANNOTATION,
+    REMOTE_DISCOVERY,
+    REMOTE_SERVICE,
+)
 
 __all__ = [
     "NEVER_COPIED_ANNOTATIONS",
+    "NEVER_COPIED_LABELS",
     "endpoint_ports",
     "excluded",
     "mirror_annotations",
@@ -36,8 +55,11 @@ NEVER_COPIED_ANNOTATIONS = frozenset(
         "service.kubernetes.io/topology-aware-hints",
         "service.kubernetes.io/topology-mode",
         "kubectl.kubernetes.io/last-applied-configuration",
+        REMOTE_DISCOVERY,  # federated membership: the destination's routing contract
+        LOCAL_DISCOVERY,
     }
 )
+NEVER_COPIED_LABELS = frozenset({REMOTE_DISCOVERY, REMOTE_SERVICE})  # remote-discovery routing
 _MIRROR_PREFIX = "mirror.linkerd.io"
 
 
@@ -57,7 +79,9 @@ def mirror_labels(remote: Mapping[str, str], exclusions: Iterable[str]) -> dict[
     labels = {
         key: value
         for key, value in remote.items()
-        if not key.startswith(_MIRROR_PREFIX) and not excluded(key, rules)
+        if not key.startswith(_MIRROR_PREFIX)
+        and key not in NEVER_COPIED_LABELS
+        and not excluded(key, rules)
     }
     labels[MIRRORED_SERVICE] = "true"
     return labels

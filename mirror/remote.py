@@ -10,11 +10,16 @@ which hostnames. `RemoteView` indexes both for the desired-state function.
 
 Bounds: 64 labels and 64 annotations per Service (others are dropped and the
 problem reported), keys and values as Kubernetes limits them, annotation
-values up to 64 KiB, 100 ports; ports out of range are dropped.
+values up to 64 KiB, 100 ports; ports out of range are dropped. Names are
+checked as the target's API server should have: a Service whose name or
+namespace is not a DNS label, or an endpoint hostname that is not one, is
+ignored. They become local object names and API paths (`a/../../x`
+must never reach a URL).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ MAX_KEY = 317  # prefix (253) + "/" + name (63)
 MAX_LABEL_VALUE = 63
 MAX_ANNOTATION_VALUE = 64 * 1024
 MAX_PORTS = 100
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +133,14 @@ def _ports(raw: Any, problems: list[str]) -> tuple[RemotePort, ...]:
 
 
 def project_remote_service(raw: Any) -> RemoteService | None:
-    """A target cluster's Service, or None without a name and namespace."""
+    """A target cluster's Service, or None without a name and namespace that are DNS labels."""
     meta = raw.get("metadata") if isinstance(raw, Mapping) else None
     if not isinstance(meta, Mapping):
         return None
     name, namespace = meta.get("name"), meta.get("namespace")
-    if not isinstance(name, str) or not isinstance(namespace, str) or not name or not namespace:
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    if not _DNS_LABEL_RE.match(name) or not _DNS_LABEL_RE.match(namespace):
         return None
     spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
     problems: list[str] = []
@@ -212,15 +220,36 @@ class RemoteView:
             for endpoint in info.endpoints
         )
 
+    def has_hostnames(self, service: ServiceRef) -> bool:
+        """Whether some endpoint, ready or not, has a hostname (reference §3.8: a headless
+        mirror then gets per-pod mirrors; without, it is mirrored as a ClusterIP Service)."""
+        return any(
+            endpoint.hostname and _DNS_LABEL_RE.match(endpoint.hostname) and endpoint.addresses
+            for info in self.slices_of(service)
+            if info.address_type != "FQDN"
+            for endpoint in info.endpoints
+        )
+
     def headless_endpoints(self, service: ServiceRef) -> list[HeadlessEndpoint]:
-        """Ready endpoints with hostnames, one per hostname, in hostname order."""
+        """Ready endpoints with hostnames, one per hostname, in hostname order.
+
+        Slices do not say a port's protocol; the Service's port of the same
+        name does (the EndpointSlice controller copies names from it).
+        """
+        remote = self.services.get(service)
+        protocols = {port.name: port.protocol for port in remote.ports} if remote else {}
         found: dict[str, HeadlessEndpoint] = {}
         for info in self.slices_of(service):
             if info.address_type == "FQDN":
                 continue
-            ports = tuple((port.name, port.port, "TCP") for port in (info.ports or ()))
+            ports = tuple(
+                (port.name, port.port, protocols.get(port.name, "TCP"))
+                for port in (info.ports or ())
+            )
             for endpoint in info.endpoints:
-                if not endpoint.ready or not endpoint.hostname or not endpoint.addresses:
+                if not endpoint.ready or not endpoint.addresses:
+                    continue
+                if not endpoint.hostname or not _DNS_LABEL_RE.match(endpoint.hostname):
                     continue
                 target = endpoint.target
                 pod = target.name if target is not None and target.kind == "Pod" else None

@@ -6,6 +6,12 @@ that is absent, or has no `matchLabels` and no `matchExpressions`, matches
 **nothing**. (An empty selector used to export every Service of a target
 cluster after an upgrade; nothing is the only safe reading.)
 
+A selector Kubernetes would refuse (bad key or value, unknown operator,
+`In` without values) raises SelectorError, which makes the whole Link a
+`problem` (see `links`). The reference instead logs it and lets that one
+selector match nothing, which unexports every Service it used to select: a
+typo in an edit would take exported services away.
+
 The CLI takes selectors as text in Kubernetes' label-query syntax
 (`parse_selector_text`): `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a)`,
 `k`, `!k`, comma-separated. `k=v` becomes `matchLabels`, the rest
@@ -29,6 +35,7 @@ _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _PREFIX = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 _KEY_RE = re.compile(rf"({_PREFIX}/)?{_NAME}\Z")
 _VALUE_RE = re.compile(rf"({_NAME})?\Z")
+MAX_REQUIREMENTS = 256  # per selector, and values per requirement
 
 
 class SelectorError(ValueError):
@@ -46,16 +53,59 @@ class LinkSelector:
 
     @classmethod
     def from_spec(cls, raw: Any, field: str) -> LinkSelector:
-        """The selector at `spec.<field>`; SelectorError when Kubernetes would refuse it."""
+        """The selector at `spec.<field>`; SelectorError when Kubernetes would refuse it.
+
+        Keys and values are checked here, before `label_selector` reads them:
+        it drops an over-long or non-string `matchLabels` value, and a
+        requirement dropped from a selector makes it match *more* Services.
+        """
         if raw is None:
             return cls(None)
         try:
+            _check_spec(raw)
             selector = label_selector(raw)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:  # SelectorError is a ValueError
             raise SelectorError(f"spec.{field}: {err}") from None
         if not selector.match_labels and not selector.expressions:
             return cls(None)
         return cls(selector)
+
+
+def _check_spec(raw: Any) -> None:
+    """Raise SelectorError unless every key and value of a selector object is well formed."""
+    if not isinstance(raw, Mapping):
+        raise SelectorError("selector is not an object")
+    labels = raw.get("matchLabels")
+    expressions = raw.get("matchExpressions")
+    if labels is not None and not isinstance(labels, Mapping):
+        raise SelectorError("matchLabels is not an object")
+    if expressions is not None and not isinstance(expressions, list):
+        raise SelectorError("matchExpressions is not a list")
+    if len(labels or ()) + len(expressions or ()) > MAX_REQUIREMENTS:
+        raise SelectorError(f"more than {MAX_REQUIREMENTS} requirements")
+    for key, value in (labels or {}).items():
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise SelectorError(f"matchLabels key {_short(key)} is not a label key")
+        if not isinstance(value, str) or not _VALUE_RE.match(value):
+            raise SelectorError(f"matchLabels value {_short(value)} is not a label value")
+    for item in expressions or ():
+        if not isinstance(item, Mapping):
+            raise SelectorError("a matchExpressions entry is not an object")
+        key = item.get("key")
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise SelectorError(f"matchExpressions key {_short(key)} is not a label key")
+        values = item.get("values")
+        if values is not None and not isinstance(values, list):
+            raise SelectorError(f"values of {key!r} are not a list")
+        if len(values or ()) > MAX_REQUIREMENTS:
+            raise SelectorError(f"more than {MAX_REQUIREMENTS} values for {key!r}")
+        for value in values or ():
+            if not isinstance(value, str) or not _VALUE_RE.match(value):
+                raise SelectorError(f"value {_short(value)} of {key!r} is not a label value")
+
+
+def _short(value: object) -> str:
+    return repr(value)[:80]
 
 
 def _check_key(key: str, text: str) -> str:
