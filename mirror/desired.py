@@ -114,6 +114,10 @@ class Situation:
     # ClusterIPs the local cluster gave per-pod mirrors: a headless root's
     # Endpoints point at them, so they exist only once those Services do.
     cluster_ips: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # Headless root mirrors that exist now: they stay headless while their remote
+    # Service is headless, even when it has no endpoints for a while (a StatefulSet
+    # scaled to zero), since changing the form means deleting and re-creating.
+    headless_mirrors: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +258,13 @@ class _Builder:
             self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
                 ref.namespace, name, labels, annotations, ports
             )
-        elif self.s.headless and service.headless and self.s.remote.has_hostnames(ref):
+        elif (
+            self.s.headless
+            and service.headless
+            and (
+                self.s.remote.has_hostnames(ref) or (ref.namespace, name) in self.s.headless_mirrors
+            )
+        ):
             self.headless(service, name, labels, annotations, ports)
         else:
             self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
@@ -268,6 +278,18 @@ class _Builder:
                 service,
                 check_empty=True,
             )
+        if not remote_discovery and not self.s.gateway_ips:
+            # The objects are kept as they are (see gateway_endpoints); say why nothing moves.
+            self.mirror_conditions.append(
+                Condition(
+                    ref,
+                    False,
+                    ERROR,
+                    "Failed to get gateway address: "
+                    f"{', '.join(link.gateway_addresses)} did not resolve",
+                )
+            )
+            return
         self.mirror_conditions.append(
             Condition(ref, True, MIRRORED, local=ServiceRef(ref.namespace, name))
         )

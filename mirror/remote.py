@@ -35,7 +35,7 @@ __all__ = [
     "project_remote_service",
 ]
 
-MAX_METADATA_ENTRIES = 64
+MAX_METADATA_ENTRIES = 512  # far above real use; what bounds a hostile target's memory
 MAX_KEY = 317  # prefix (253) + "/" + name (63)
 MAX_LABEL_VALUE = 63
 MAX_ANNOTATION_VALUE = 64 * 1024

@@ -276,9 +276,15 @@ class LinkWorker:
             for obj in self._local.services.values()
             if obj.cluster_ip and obj.labels.get(CLUSTER_NAME) == self.cluster
         }
+        headless_mirrors = frozenset(
+            (obj.ref.namespace, obj.ref.name)
+            for obj in self._local.services.values()
+            if obj.normalized.get("headless") and obj.labels.get(CLUSTER_NAME) == self.cluster
+        )
         return Situation(
             link=self.spec,
             remote=self.remote,
+            headless_mirrors=headless_mirrors,
             gateway_ips=gateway_ips,
             gateway_alive=self.alive,
             namespaces=frozenset(self._local.namespaces),
@@ -392,6 +398,12 @@ class LinkWorker:
         link = self.link.name
         if step.action is Action.CREATE:
             written = await self._writer.create(link, step.manifest)
+            if written.conflict and kind == "Service":
+                # Ours would be in the local view (we watch our label): this one is not.
+                return (
+                    f"Failed to create mirror service: a Service {ref.namespace}/{ref.name} "
+                    "exists that is not a mirror (no mirror.linkerd.io/mirrored-service label)"
+                )
             if written.conflict:
                 return None  # it exists after all: the next reconcile compares it
             return (

@@ -319,6 +319,9 @@ def test_an_unresolved_gateway_keeps_the_endpoints_as_they_are() -> None:
         assert desired.keep == frozenset({endpoints_key("web-east")})
         assert endpoints_key("web-east") not in desired.objects
         assert service_key("web-east") in desired.objects
+        (condition,) = desired.mirror_conditions  # not reported as mirrored meanwhile
+        assert (condition.mirrored, condition.reason) == (False, "Error")
+        assert condition.message.startswith("Failed to get gateway address")
 
 
 def test_a_link_without_a_gateway_cannot_mirror_in_gateway_mode() -> None:
@@ -873,3 +876,16 @@ def test_endpoint_hostnames_that_are_not_dns_labels_get_no_per_pod_mirror() -> N
     mixed = view(remote_service("db", **DB), bad, stateful_set("db-0"))
     desired = desired_state(situation(mixed, headless=True))
     assert {key.name for key in desired.objects} == {"db-east", "db-0-east"}
+
+
+def test_an_existing_headless_mirror_stays_headless_when_the_remote_scales_to_zero() -> None:
+    """Changing the form means deleting and re-creating the mirror: a StatefulSet scaled
+    to zero for a while keeps its headless mirror (without endpoints)."""
+    remote = view(remote_service("db", **DB))  # no slices: scaled to zero
+    fresh = desired_state(situation(remote, headless=True))
+    assert "clusterIP" not in fresh.objects[service_key("db-east")]["spec"]  # new: ordinary
+    kept = desired_state(
+        situation(remote, headless=True, headless_mirrors=frozenset({(NS, "db-east")}))
+    )
+    assert kept.objects[service_key("db-east")]["spec"]["clusterIP"] == "None"
+    assert kept.objects[endpoints_key("db-east")]["subsets"] == []
