@@ -122,6 +122,8 @@ def _options(args: argparse.Namespace) -> CheckOptions:
 
 
 async def _links_document(admin: str, timeout_s: float) -> tuple[dict[str, Any] | None, str | None]:
+    import json
+
     import aiohttp
 
     from discovery.reflector import describe_error
@@ -138,8 +140,6 @@ async def _links_document(admin: str, timeout_s: float) -> tuple[dict[str, Any] 
             body = await response.content.read(16 * 1024 * 1024)
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
         return None, describe_error(err)
-    import json
-
     try:
         document = json.loads(body)
     except ValueError:
@@ -230,7 +230,11 @@ async def run_checks(options: CheckOptions) -> list[Category]:
         ):
             description = f"{role} namespace {namespace} exists"
             if namespaces is None:
-                found = await api.get(f"/api/v1/namespaces/{namespace}") is not None
+                try:
+                    found = await api.get(f"/api/v1/namespaces/{namespace}") is not None
+                except network as err:
+                    source.add(Check.skipped(description, f"cannot read it: {describe_error(err)}"))
+                    continue
             else:
                 found = namespace in namespaces
             if found:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -188,6 +189,14 @@ async def check_credentials(ctx: LinkContext) -> RemoteKubeconfig | None:
 # 2. the target's API server
 
 
+def os_reason(err: BaseException | None) -> str:
+    """An OSError as the system says it ("connection refused"), without asyncio's wrapping."""
+    errno = getattr(err, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return os.strerror(errno).lower()
+    return describe_error(err) if err is not None else "unknown error"
+
+
 def _connection_problem(err: BaseException, server: str, timeout_s: float) -> str:
     if isinstance(err, aiohttp.ClientConnectorCertificateError):
         cert_error = err.certificate_error
@@ -198,10 +207,9 @@ def _connection_problem(err: BaseException, server: str, timeout_s: float) -> st
         )
     if isinstance(err, aiohttp.ClientConnectorError):
         cause = err.os_error
-        reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
         if isinstance(cause, ssl.SSLError):
-            return f"TLS handshake with {server} failed: {reason}"
-        return f"cannot connect to {server}: {reason.lower()}"
+            return f"TLS handshake with {server} failed: {describe_error(cause)}"
+        return f"cannot connect to {server}: {os_reason(cause)}"
     if isinstance(err, aiohttp.ClientSSLError | ssl.SSLError):
         return f"TLS with {server} failed: {describe_error(err)}"
     if isinstance(err, TimeoutError):
@@ -427,8 +435,7 @@ async def _probe(address: str, port: int, path: str, timeout_s: float) -> tuple[
                 return (time.perf_counter() - started) * 1000, f"{url}: 200"
             return None, f"{url}: HTTP {response.status}"
     except aiohttp.ClientConnectorError as err:
-        reason = getattr(err.os_error, "strerror", None) or str(err.os_error)
-        return None, f"{url}: {reason.lower()}"
+        return None, f"{url}: {os_reason(err.os_error)}"
     except TimeoutError:
         return None, f"{url}: no answer within {timeout_s:g}s"
     except (aiohttp.ClientError, OSError) as err:
@@ -833,7 +840,11 @@ async def check_anchors(ctx: LinkContext, remote: Api | None) -> None:
 
 
 async def check_link(ctx: LinkContext) -> Category:
-    """Every check of one Link, in order; the category holds their results."""
+    """Every check of one Link, in order; the category holds their results.
+
+    Whatever goes wrong checking one Link is reported in its category and
+    never stops the checks of the others.
+    """
     remote: Api | None = None
     try:
         config = await check_credentials(ctx)
@@ -850,6 +861,13 @@ async def check_link(ctx: LinkContext) -> Category:
         await check_gateway(ctx)
         await check_exports(ctx, remote if can_list else None)
         await check_anchors(ctx, remote)
+    except Exception as err:  # one Link's surprise must not hide the other Links' results
+        ctx.add(
+            Check.error(
+                "the checks of this Link ran to the end",
+                f"stopped by {type(err).__name__}: {describe_error(err)}",
+            )
+        )
     finally:
         if remote is not None:
             await remote.close()

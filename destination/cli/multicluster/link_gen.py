@@ -170,7 +170,6 @@ class LinkGenOptions:
     excluded_labels: tuple[str, ...] = ()
     excluded_annotations: tuple[str, ...] = ()
     output: str = "yaml"
-    notes: list[str] = field(default_factory=list, compare=False)
 
 
 def register(subparsers: Any) -> None:
@@ -670,6 +669,13 @@ async def _long_lived_token(api: Api, options: LinkGenOptions, report: _Report) 
     where = f"Secret {options.namespace}/{name}"
     secret = await api.get(f"{collection}/{name}")
     if secret is None:
+        if not options.create_access:
+            raise LinkGenError(
+                f"{where} does not exist on the target cluster and --no-create-access was "
+                "given: create it (type kubernetes.io/service-account-token, annotation "
+                f"kubernetes.io/service-account.name: {options.service_account}), or use "
+                "--token-duration for a bound token"
+            )
         try:
             secret = await api.create(
                 collection,
@@ -850,21 +856,19 @@ async def generate(options: LinkGenOptions, report: _Report) -> str:
                 token = await _long_lived_token(api, options, report)
             else:
                 token = await _bound_token(api, options, report)
-            ca_pem = access.ca_pem
-            if ca_pem is None or not access.verify_tls:
-                root_ca = await _root_ca(api, options.namespace)
-                if not access.verify_tls:
-                    if root_ca is None:
-                        raise LinkGenError(
-                            f"kubeconfig context {access.context} skips TLS verification and the "
-                            f"target publishes no {ROOT_CA_CONFIG_MAP} ConfigMap: a link must "
-                            "verify the API server; add certificate-authority-data to the context"
-                        )
-                    report.warnings.append(
-                        f"kubeconfig context {access.context} skips TLS verification; the link "
-                        f"embeds the target's {ROOT_CA_CONFIG_MAP} instead"
+            ca_pem = access.ca_pem  # None: the system trust store, as for the operator
+            if not access.verify_tls:
+                ca_pem = await _root_ca(api, options.namespace)
+                if ca_pem is None:
+                    raise LinkGenError(
+                        f"kubeconfig context {access.context} skips TLS verification and the "
+                        f"target publishes no {ROOT_CA_CONFIG_MAP} ConfigMap: a link must "
+                        "verify the API server; add certificate-authority-data to the context"
                     )
-                    ca_pem = root_ca
+                report.warnings.append(
+                    f"kubeconfig context {access.context} skips TLS verification; the link "
+                    f"embeds the target's {ROOT_CA_CONFIG_MAP} instead"
+                )
             trust_domain, cluster_domain = await _domains(api, options, report)
             gateway = None
             if options.gateway:
