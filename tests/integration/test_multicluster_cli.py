@@ -328,7 +328,7 @@ async def test_check_names_a_revoked_token(source: Kube, west: Kube, namespace: 
     await kubectl(west, "-n", READER_NAMESPACE, "delete", "secret", f"{account}-token")
 
     async def reach() -> dict[str, Any]:
-        return found((await check(source, namespace, name))[1], "target API server")
+        return found((await check(source, namespace, name))[1], "target API server https://")
 
     failed = await eventually(reach, lambda c: c["result"] == "error", what="a 401")
     assert "rejected the credentials (HTTP 401)" in failed["error"]

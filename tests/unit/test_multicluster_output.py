@@ -19,6 +19,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from destination.cli.multicluster.gateways import gateway_rows, table
 from destination.cli.multicluster.link_checks import (
@@ -553,3 +555,41 @@ def test_removing_a_member_keeps_the_others_and_deletes_an_empty_federated_servi
         "patch",
         {"metadata": {"annotations": {RD: None}, "resourceVersion": "7"}},
     )
+
+
+# --------------------------------------------------------------------------
+# hostile input: what a mirror admin, a target or a federated Service may hold
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=st.dictionaries(st.sampled_from(["links", "identity"]), _json))
+def test_any_links_document_gives_rows_and_a_table(document: dict[str, Any]) -> None:
+    rows = gateway_rows(document)
+    text = table(rows)
+    assert len(text.splitlines()) == len(rows) + 1
+    assert all(isinstance(row["clusterName"], str) for row in rows)
+
+
+@settings(max_examples=300, deadline=None)
+@given(members=st.text(max_size=60), cluster=st.sampled_from(["west", "a@b", ""]))
+def test_any_membership_annotation_is_handled(members: str, cluster: str) -> None:
+    service = obj("Service", "shop", "web-federated", annotations={RD: members})
+    change = without_cluster(service, cluster)
+    if change is not None and change[0] == "patch":
+        left = change[1]["metadata"]["annotations"][RD]
+        assert left is None or f"@{cluster}," not in f"{left},"
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.text(max_size=200), status=_json)
+def test_any_config_map_or_status_is_read_without_raising(values: str, status: Any) -> None:
+    linkerd_config({"data": {"values": values}})
+    _status_conditions({"mirrorServices": status}, "mirrorServices")

@@ -832,16 +832,41 @@ def _address_warning(server: str, *, given: bool, context: str) -> str | None:
     )
 
 
+def _refused(
+    server: str, ca_pem: bytes | None, options: LinkGenOptions, access: ClusterAccess, *, token: str
+) -> bytes:
+    """The link's kubeconfig, read back as the destination server will; LinkGenError if refused."""
+    from discovery.kubeconfig import KubeconfigError, parse_kubeconfig
+
+    from .documents import link_kubeconfig
+
+    kubeconfig = link_kubeconfig(
+        cluster_name=options.cluster_name,
+        server=server,
+        ca_pem=ca_pem,
+        tls_server_name=options.tls_server_name or access.tls_server_name,
+        user=options.service_account,
+        token=token,
+    )
+    try:
+        parse_kubeconfig(kubeconfig)
+    except KubeconfigError as err:
+        raise LinkGenError(
+            f"the destination server would refuse this link's kubeconfig: {err} (give an "
+            "https:// address it can use with --api-server-address)"
+        ) from None
+    return kubeconfig
+
+
 async def generate(options: LinkGenOptions, report: _Report) -> str:
     """Everything link-gen does; the manifests as text, or LinkGenError."""
     import aiohttp
 
-    from discovery.kubeconfig import KubeconfigError, parse_kubeconfig
     from mirror.links import project_link
 
     from .api import ApiError, BodyTooLarge
     from .contexts import KubeconfigProblem, open_cluster
-    from .documents import LinkInputs, credentials_secrets, link_document, link_kubeconfig, render
+    from .documents import LinkInputs, credentials_secrets, link_document, render
 
     try:
         api, access = await open_cluster(
@@ -851,11 +876,39 @@ async def generate(options: LinkGenOptions, report: _Report) -> str:
         raise LinkGenError(str(err)) from None
     try:
         try:
-            created = await _ensure_access(api, options, report)
-            if options.token_duration_s is None:
-                token = await _long_lived_token(api, options, report)
-            else:
-                token = await _bound_token(api, options, report)
+            # What can fail for want of a flag comes first: the target is left untouched.
+            trust_domain, cluster_domain = await _domains(api, options, report)
+            gateway = None
+            if options.gateway:
+                service = await api.get(
+                    f"/api/v1/namespaces/{options.gateway_namespace}/services/{options.gateway_name}"
+                )
+                gateway, gateway_warnings = gateway_from_service(service, options)
+                report.warnings += gateway_warnings
+            inputs = LinkInputs(
+                cluster_name=options.cluster_name,
+                link_namespace=options.link_namespace,
+                linkerd_namespace=options.linkerd_namespace,
+                target_linkerd_namespace=options.target_linkerd_namespace,
+                trust_domain=trust_domain,
+                cluster_domain=cluster_domain,
+                gateway=gateway,
+                selector=options.selector,
+                remote_discovery_selector=options.remote_discovery_selector
+                or _selector(None, DEFAULT_REMOTE_DISCOVERY_SELECTOR, ""),
+                federated_selector=options.federated_selector
+                or _selector(None, DEFAULT_FEDERATED_SELECTOR, ""),
+                excluded_labels=options.excluded_labels,
+                excluded_annotations=options.excluded_annotations,
+                created_by=_created_by(),
+            )
+            link = link_document(inputs)
+            projected = project_link(link)
+            if projected is None or projected.problem:
+                raise LinkGenError(
+                    "the Link would not be valid: "
+                    f"{projected.problem if projected else 'no metadata'}"
+                )
             ca_pem = access.ca_pem  # None: the system trust store, as for the operator
             if not access.verify_tls:
                 ca_pem = await _root_ca(api, options.namespace)
@@ -869,14 +922,13 @@ async def generate(options: LinkGenOptions, report: _Report) -> str:
                     f"kubeconfig context {access.context} skips TLS verification; the link "
                     f"embeds the target's {ROOT_CA_CONFIG_MAP} instead"
                 )
-            trust_domain, cluster_domain = await _domains(api, options, report)
-            gateway = None
-            if options.gateway:
-                service = await api.get(
-                    f"/api/v1/namespaces/{options.gateway_namespace}/services/{options.gateway_name}"
-                )
-                gateway, gateway_warnings = gateway_from_service(service, options)
-                report.warnings += gateway_warnings
+            server = options.api_server_address or access.server
+            _refused(server, ca_pem, options, access, token="placeholder")
+            created = await _ensure_access(api, options, report)
+            if options.token_duration_s is None:
+                token = await _long_lived_token(api, options, report)
+            else:
+                token = await _bound_token(api, options, report)
         except ApiError as err:
             raise LinkGenError(f"the target cluster ({access.server}) answered: {err}") from None
         except (aiohttp.ClientError, TimeoutError, OSError, BodyTooLarge) as err:
@@ -898,49 +950,12 @@ async def generate(options: LinkGenOptions, report: _Report) -> str:
         )
     if problem is not None:
         report.warnings.append(f"could not verify the token's permissions ({problem})")
-    server = options.api_server_address or access.server
     address_warning = _address_warning(
         server, given=options.api_server_address is not None, context=access.context
     )
     if address_warning:
         report.warnings.append(address_warning)
-    kubeconfig = link_kubeconfig(
-        cluster_name=options.cluster_name,
-        server=server,
-        ca_pem=ca_pem,
-        tls_server_name=options.tls_server_name or access.tls_server_name,
-        user=options.service_account,
-        token=token,
-    )
-    try:
-        parse_kubeconfig(kubeconfig)
-    except KubeconfigError as err:
-        raise LinkGenError(
-            f"the destination server would refuse this link's kubeconfig: {err}"
-        ) from None
-    inputs = LinkInputs(
-        cluster_name=options.cluster_name,
-        link_namespace=options.link_namespace,
-        linkerd_namespace=options.linkerd_namespace,
-        target_linkerd_namespace=options.target_linkerd_namespace,
-        trust_domain=trust_domain,
-        cluster_domain=cluster_domain,
-        gateway=gateway,
-        selector=options.selector,
-        remote_discovery_selector=options.remote_discovery_selector
-        or _selector(None, DEFAULT_REMOTE_DISCOVERY_SELECTOR, ""),
-        federated_selector=options.federated_selector
-        or _selector(None, DEFAULT_FEDERATED_SELECTOR, ""),
-        excluded_labels=options.excluded_labels,
-        excluded_annotations=options.excluded_annotations,
-        created_by=_created_by(),
-    )
-    link = link_document(inputs)
-    projected = project_link(link)
-    if projected is None or projected.problem:
-        raise LinkGenError(
-            f"the Link would not be valid: {projected.problem if projected else 'no metadata'}"
-        )
+    kubeconfig = _refused(server, ca_pem, options, access, token=token)
     if inputs.link_namespace == inputs.linkerd_namespace:
         report.notes.append(
             f"--link-namespace and --linkerd-namespace are both {inputs.link_namespace}: one "
