@@ -475,8 +475,13 @@ async def gateway_stand_in(host: str) -> AsyncIterator[tuple[int, web.AppRunner]
 
 
 @contextlib.asynccontextmanager
-async def mirror_controller(kube: Kube, link_namespace: str) -> AsyncIterator[str]:
-    """`destination mirror` for the Links of one namespace, in this event loop; its admin."""
+async def mirror_controller(
+    kube: Kube, link_namespace: str, *, clean_exit: bool = True
+) -> AsyncIterator[str]:
+    """`destination mirror` for the Links of one namespace, in this event loop; its admin.
+
+    `clean_exit=False` only stops it: see test_unlink_while_the_mirror_controller_runs.
+    """
     admin = f"127.0.0.1:{free_port()}"
     config = MirrorConfig(
         namespace=link_namespace,
@@ -492,7 +497,8 @@ async def mirror_controller(kube: Kube, link_namespace: str) -> AsyncIterator[st
     finally:
         stop.set()
         async with asyncio.timeout(30):
-            assert await task == 0
+            status = await task
+        assert status == 0 or not clean_exit
 
 
 async def test_check_and_gateways_name_a_dead_gateway(
@@ -555,7 +561,7 @@ async def test_check_and_gateways_name_a_dead_gateway(
             seen = found(report, description)
             assert seen["result"] == "error"
             assert seen["error"] == (
-                f"the mirror controller's probes of port {probe_port}/ready fail: its "
+                f"the mirror controller's probes of http://{host}:{probe_port}/ready fail: its "
                 "gateway-mode mirrors are not ready"
             )
         code, report = await check(source, namespace, name)
@@ -725,3 +731,66 @@ async def test_unlink_removes_exactly_what_the_link_made(
     again = await unlink(source, namespace, gone)
     assert again.code == 0 and again.out.startswith(f"nothing to remove for cluster {gone}")
     assert (await unlink(source, namespace, kept)).code == 0
+
+
+async def test_unlink_while_the_mirror_controller_runs(
+    source: Kube, west: Kube, namespace: str
+) -> None:
+    """The race Linkerd's unlink lost (#4707): a running controller must not keep mirrors alive.
+
+    The controller serves the Link (its finalizer is on it) and has mirrored a
+    gateway-mode export and a federated member when unlink starts; whatever
+    the controller does meanwhile, nothing of the link is left afterwards.
+    """
+    name = link_name(west.cluster)
+    host = host_address()
+    async with gateway_stand_in(host) as (probe_port, _):
+        ran = await link_gen(
+            west,
+            name,
+            namespace,
+            "--gateway-addresses",
+            host,
+            "--gateway-port",
+            "4143",
+            "--gateway-identity",
+            "gw.id",
+            "--probe-port",
+            str(probe_port),
+            "--selector",
+            f"mcd-test/gateway={name}",
+            *own_selectors(name),
+        )
+        await kubectl(source, "apply", "-f", "-", input=ran.out)
+        await west.create_service(
+            namespace,
+            "web",
+            labels={"mcd-test/gateway": name, "mcd-test/member": name},
+        )
+        # On main at f8856bf the controller exits here (it iterates local.links while awaiting
+        # a Link's deletion); branch mirror-integration fixes that. Once merged, drop
+        # clean_exit=False: the controller must outlive an unlink.
+        async with mirror_controller(source, namespace, clean_exit=False):
+
+            async def mirrored() -> list[str]:
+                services = await source.core.list_namespaced_service(namespace)
+                return sorted(s.metadata.name for s in services.items)
+
+            await eventually(
+                mirrored,
+                lambda names: f"web-{name}" in names and "web-federated" in names,
+                what="the controller's mirror and federated Service",
+            )
+            link = await read_link(source, namespace, name)
+            assert FINALIZER in link["metadata"]["finalizers"]
+            ran = await unlink(source, namespace, name)
+            assert ran.code == 0, ran.err
+            assert await mirrored() == []
+            assert not await exists(source.core.read_namespaced_endpoints(f"web-{name}", namespace))
+            await eventually(
+                lambda: exists(read_link(source, namespace, name)),
+                lambda present: not present,
+                what="the Link gone",
+            )
+            await asyncio.sleep(2)  # a controller that re-created something would have by now
+            assert await mirrored() == []

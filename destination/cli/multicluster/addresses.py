@@ -16,7 +16,7 @@ import enum
 import ipaddress
 from urllib.parse import urlsplit
 
-__all__ = ["Reach", "api_server_hint", "classify_server", "server_host"]
+__all__ = ["Reach", "api_server_hint", "classify_server", "regenerate_hint", "server_host"]
 
 
 class Reach(enum.Enum):
@@ -65,15 +65,19 @@ def classify_server(server: str) -> Reach:
     return Reach.PUBLIC
 
 
-def api_server_hint(server: str, *, cluster: str) -> str:
-    """What to do about a target API server address that does not work (for `check`)."""
-    reach = classify_server(server)
-    regenerate = (
+def regenerate_hint(cluster: str) -> str:
+    return (
         f"regenerate the link on the target cluster with "
         f"`destination multicluster link-gen --cluster-name {cluster} "
         f"--api-server-address https://<address reachable from the source cluster>:<port>` "
         f"and apply its output to the source cluster"
     )
+
+
+def api_server_hint(server: str, *, cluster: str) -> str:
+    """What to do about a target API server address that does not work (for `check`)."""
+    reach = classify_server(server)
+    regenerate = regenerate_hint(cluster)
     if reach.unreachable_from_other_hosts:
         return (
             f"{server} is a {reach.value} address: from the source cluster's pods it is not "

@@ -64,7 +64,7 @@ from mirror.naming import (
 from mirror.remote import RemoteService, project_remote_service
 
 from .access import EXCESS, REQUIRED, denied, granted
-from .addresses import api_server_hint, classify_server
+from .addresses import api_server_hint, classify_server, regenerate_hint
 from .api import Api, ApiError, BodyTooLarge
 from .linkerd_config import CONFIG_MAP, TRUST_ROOTS_CONFIG_MAP, anchor_fingerprints, trust_anchors
 from .report import Category, Check
@@ -267,7 +267,7 @@ async def check_reachable(ctx: LinkContext, config: RemoteKubeconfig) -> Api | N
                 address,
                 f"it is a {reach.value} address: it answers here, but from the source cluster's "
                 "pods it is not the target's API server",
-                hint=api_server_hint(server, cluster=ctx.cluster),
+                hint=regenerate_hint(ctx.cluster),
             )
         )
     else:
@@ -562,9 +562,13 @@ async def _gateway_from_admin(ctx: LinkContext, description: str) -> None:
         ctx.add(Check.ok(description, f"the mirror controller's probes succeed ({shown})"))
         return
     assert ctx.spec.probe is not None
+    probe = ctx.spec.probe
+    urls = ", ".join(
+        f"http://{f'[{a}]' if ':' in a else a}:{probe.port}{probe.path}"
+        for a in ctx.spec.gateway_addresses
+    )
     reason = (
-        f"the mirror controller's probes of port {ctx.spec.probe.port}{ctx.spec.probe.path} fail: "
-        "its gateway-mode mirrors are not ready"
+        f"the mirror controller's probes of {urls} fail: its gateway-mode mirrors are not ready"
         if alive is False
         else f"the mirror controller does not run this Link (state {entry.get('state')!s:.40}): "
         f"{entry.get('error') or 'no error given'!s:.300}"
