@@ -794,3 +794,114 @@ async def test_unlink_while_the_mirror_controller_runs(
             )
             await asyncio.sleep(2)  # a controller that re-created something would have by now
             assert await mirrored() == []
+
+
+def anchors_pem(seed: bytes) -> str:
+    body = base64.b64encode(seed * 24).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
+def linkerd_config(trust_domain: str, anchors: str) -> str:
+    values = {
+        "identityTrustDomain": trust_domain,
+        "clusterDomain": "cluster.local",
+        "identityTrustAnchorsPEM": anchors,
+    }
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "linkerd-config", "namespace": CONTROLLER_NAMESPACE},
+            "data": {"values": yaml.safe_dump(values)},
+        }
+    )
+
+
+async def test_link_gen_takes_the_targets_domains_and_check_compares_trust_anchors(
+    source: Kube, west: Kube, namespace: str
+) -> None:
+    await ensure_controller_namespace(west)
+    shared, other = anchors_pem(b"shared"), anchors_pem(b"other")
+    await kubectl(west, "apply", "-f", "-", input=linkerd_config("west.example", shared))
+    await kubectl(source, "apply", "-f", "-", input=linkerd_config("east.example", shared))
+    name = link_name(west.cluster)
+    account = f"anchors-{secrets.token_hex(3)}"
+    try:
+        ran = await link_gen(
+            west,
+            name,
+            namespace,
+            "--no-gateway",
+            "--service-account-name",
+            account,
+            *own_selectors(name),
+        )
+        assert "no linkerd-config" not in ran.err
+        destination_secret = [d for d in yaml.safe_load_all(ran.out) if d][1]
+        assert destination_secret["metadata"]["annotations"] == {
+            "multicluster.linkerd.io/trust-domain": "west.example",
+            "multicluster.linkerd.io/cluster-domain": "cluster.local",
+        }
+        await kubectl(source, "apply", "-f", "-", input=ran.out)
+        description = "the clusters share trust anchors"
+        code, report = await check(source, namespace, name)
+        skipped = found(report, description)
+        assert skipped["result"] == "skipped" and code == 0
+        assert "the reader role reads no ConfigMaps" in skipped["details"][0]
+
+        # Let this link read west's linkerd-config, as Linkerd's remote role does.
+        await kubectl(
+            west,
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "create",
+            "role",
+            account,
+            "--verb=get",
+            "--resource=configmaps",
+            "--resource-name=linkerd-config",
+        )
+        await kubectl(
+            west,
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "create",
+            "rolebinding",
+            account,
+            f"--role={account}",
+            f"--serviceaccount={READER_NAMESPACE}:{account}",
+        )
+
+        async def anchors() -> dict[str, Any]:
+            return found((await check(source, namespace, name))[1], description)
+
+        same = await eventually(anchors, lambda c: c["result"] != "skipped", what="anchors read")
+        assert same["result"] == "success" and same["details"] == ["1 anchor(s)"]
+
+        await kubectl(source, "apply", "-f", "-", input=linkerd_config("east.example", other))
+        code, report = await check(source, namespace, name)
+        assert code == 1
+        differ = found(report, description)
+        assert differ["result"] == "error"
+        assert differ["details"] == [f"this cluster has 1 anchor(s), {name} 1, 0 in common"]
+        assert "same trust anchors" in differ["hint"]
+    finally:
+        await kubectl(source, "-n", CONTROLLER_NAMESPACE, "delete", "configmap", "linkerd-config")
+        await kubectl(
+            west,
+            "-n",
+            CONTROLLER_NAMESPACE,
+            "delete",
+            "configmap,role,rolebinding",
+            "linkerd-config",
+            account,
+            "--ignore-not-found",
+        )
+        await kubectl(
+            west,
+            "delete",
+            "clusterrolebinding",
+            f"multicluster-destination-remote-reader:{READER_NAMESPACE}:{account}",
+        )
+        await kubectl(west, "delete", f"serviceaccount/{account}", "-n", READER_NAMESPACE)
+        assert (await unlink(source, namespace, name)).code == 0
