@@ -448,32 +448,40 @@ def _deploy_documents() -> list[dict[str, Any]]:
 
 
 def test_the_reader_role_in_code_is_the_one_deploy_grants() -> None:
-    (role,) = [
+    """Every manifest of deploy/ that grants the reader role grants exactly link-gen's."""
+    documents = _deploy_documents()
+    roles = [
         d
-        for d in _deploy_documents()
+        for d in documents
         if d.get("kind") == "ClusterRole" and d["metadata"]["name"] == access.READER_CLUSTER_ROLE
     ]
-    normalize = lambda rules: sorted(  # noqa: E731
-        (tuple(r["apiGroups"]), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
-        for r in rules
-    )
-    assert normalize(role["rules"]) == normalize(access.READER_RULES)
-    (binding,) = [
+    bindings = [
         d
-        for d in _deploy_documents()
+        for d in documents
         if d.get("kind") == "ClusterRoleBinding"
         and d["roleRef"]["name"] == access.READER_CLUSTER_ROLE
     ]
-    assert binding["metadata"]["name"] == access.binding_name(
-        access.READER_NAMESPACE, access.READER_SERVICE_ACCOUNT
-    )
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": access.READER_SERVICE_ACCOUNT,
-            "namespace": access.READER_NAMESPACE,
-        }
-    ]
+    assert roles and bindings
+
+    def normalize(rules: Any) -> list[tuple[tuple[str, ...], ...]]:
+        return sorted(
+            (tuple(r["apiGroups"]), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
+            for r in rules
+        )
+
+    for role in roles:
+        assert normalize(role["rules"]) == normalize(access.READER_RULES)
+    for binding in bindings:
+        assert binding["metadata"]["name"] == access.binding_name(
+            access.READER_NAMESPACE, access.READER_SERVICE_ACCOUNT
+        )
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": access.READER_SERVICE_ACCOUNT,
+                "namespace": access.READER_NAMESPACE,
+            }
+        ]
     assert [str(p) for p in access.REQUIRED] == [
         "list services",
         "watch services",
