@@ -37,11 +37,26 @@ EXAMPLES = 5
 class Measure:
     key: str
     label: str
-    unit: str  # "s", "MB", "ms" (CPU per change) or "cpu_s"
+    unit: str  # "s", "MB", "ms" (CPU per change), "cpu_s" or "count"
     path: tuple[str, ...]
 
 
 MEASURES = (
+    # How many stream measurements the latencies below stand on: a server whose
+    # streams did not reach the API's state is timed on fewer (the rest are counted
+    # under each step's wrong_states).
+    Measure(
+        "timed_streams",
+        "stream measurements at the target (all steps)",
+        "count",
+        ("all_steps", "end_to_end_s", "count"),
+    ),
+    Measure(
+        "profile_timed_streams",
+        "profile: stream measurements at the target",
+        "count",
+        ("write_to_stream_s", "count"),
+    ),
     Measure("churn_cpu_s", "churn: server CPU", "cpu_s", ("churn", "usage", "server_cpu_s")),
     Measure(
         "churn_cpu_ms_per_event",

@@ -271,6 +271,8 @@ def _value(value: Any, unit: str) -> str:
         return _mb(value)
     if unit == "ms":
         return f"{float(value):.2f} ms"
+    if unit == "count":
+        return f"{float(value):.0f}"
     return f"{float(value):.2f} s"  # CPU seconds
 
 

@@ -417,6 +417,7 @@ def test_the_table_shows_both_servers_ratios_and_the_cross_check() -> None:
     theirs["connect"]["streams"] = 1000
     theirs["connect"]["at_initial_count"] = 1000
     theirs["stream_ends_total"] = 0
+    theirs["all_steps"]["end_to_end_s"]["count"] = 7
     ours["churn"]["event_to_enqueue"] = {"p50": 0.01, "p95": 0.02, "p99": 0.03}
     ours["churn"]["event_to_enqueue"]["p99_above_last_bucket"] = False
     ours["all_steps"]["end_to_end_s"].update(count=10, max=7.0)
@@ -438,6 +439,8 @@ def test_the_table_shows_both_servers_ratios_and_the_cross_check() -> None:
     assert "share beyond the API's own watch p50 (py/go)" in text
     assert "100 ms / 25 ms: ratio 4.00" in text
     assert "cross-check of the final states" in text
+    timed = r"stream measurements at the target \(all steps\) \(py/go\) +10 / 7: ratio 1.43"
+    assert re.search(timed, text)
 
 
 def test_the_slice_watch_counts_addresses_that_come_back_under_another_pod() -> None:
