@@ -136,6 +136,12 @@ def parser() -> argparse.ArgumentParser:
         help="with --compare-with linkerd: the controller binary (default: the pinned build "
         "in the cache)",
     )
+    side.add_argument(
+        "--second-first",
+        action="store_true",
+        help="start the second server and its clients before ours (and poll them first): "
+        "run once each way to tell an order effect from a difference between the servers",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results")
     p.add_argument(
         "--note",
@@ -147,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
 
 def compare_spec(args: argparse.Namespace) -> CompareSpec | None:
     """The second server of a side-by-side run, from the flags (None: ours alone)."""
+    if args.second_first and args.compare_with is None and args.compare_command is None:
+        raise ValueError("--second-first goes with --compare-with or --compare-command")
     if args.linkerd_controller and args.compare_with != "linkerd":
         raise ValueError("--linkerd-controller goes with --compare-with linkerd")
     if args.compare_command is not None:
@@ -215,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_server=args.profile_server,
         server_args=tuple(args.server_arg),
         compare=compare,
+        second_first=args.second_first,
     )
     # Ctrl-C and SIGTERM stop the run cleanly, even when started from a shell that
     # ignores SIGINT for background jobs.

@@ -103,6 +103,9 @@ class Options:
     server_args: tuple[str, ...] = ()
     # Side by side: the second server, run with ours on the same cluster (bench/contenders.py).
     compare: CompareSpec | None = None
+    # Side by side: start the second server, and its clients, before ours (and
+    # poll it first), to tell an order effect from a difference between servers.
+    second_first: bool = False
 
 
 # -- small helpers --------------------------------------------------------------
@@ -967,13 +970,17 @@ async def servers(
     work_dir: Path,
     records: dict[str, dict[str, Any]],
 ) -> AsyncIterator[list[Contender]]:
-    """Our server (first) and, side by side, the second one; both ready; stopped on exit.
+    """Our server and, side by side, the second one; both ready; stopped on exit.
 
+    They come in the order they were started, which is also the order their
+    clients start and are polled in: ours first, unless `second_first`.
     `records` gets, per server name, its readiness and RSS after the initial
     sync, and on exit its exit code and the tail of its log.
     """
     contenders: list[Contender] = []
     try:
+        if options.compare is not None and options.second_first:
+            contenders.append(second_server(options, scenario_name, kubeconfig, work_dir))
         ours = start_server(
             kubeconfig=kubeconfig,
             cluster_name=CLUSTER,
@@ -985,17 +992,8 @@ async def servers(
             shared=SHARED_FLAGS,
         )
         contenders.append(Contender(OURS, "our server (destination serve)", ours, True))
-        if options.compare is not None:
-            contenders.append(
-                start_second(
-                    options.compare,
-                    kubeconfig=kubeconfig,
-                    cluster_name=CLUSTER,
-                    log_path=work_dir / f"{scenario_name}-{options.compare.name}-server.log",
-                    shared=SHARED_FLAGS,
-                    extra_args=list(options.server_args),
-                )
-            )
+        if options.compare is not None and not options.second_first:
+            contenders.append(second_server(options, scenario_name, kubeconfig, work_dir))
         ready = await asyncio.gather(
             *(asyncio.to_thread(wait_ready, c.server, 180) for c in contenders)
         )
@@ -1019,6 +1017,24 @@ async def servers(
             record["server_log_tail"] = contender.server.tail(10)
 
 
+def second_server(
+    options: Options, scenario_name: str, kubeconfig: Path, work_dir: Path
+) -> Contender:
+    assert options.compare is not None
+    return start_second(
+        options.compare,
+        kubeconfig=kubeconfig,
+        cluster_name=CLUSTER,
+        log_path=work_dir / f"{scenario_name}-{options.compare.name}-server.log",
+        shared=SHARED_FLAGS,
+        extra_args=list(options.server_args),
+    )
+
+
+def ours_of(contenders: list[Contender]) -> Contender:
+    return next(c for c in contenders if c.name == OURS)
+
+
 def compared_section(
     spec: CompareSpec,
     contenders: list[Contender],
@@ -1026,9 +1042,10 @@ def compared_section(
     measured: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The second server's results (same shape as ours), under `compared` in ours."""
-    second = contenders[1]
+    second = next(c for c in contenders if c.name != OURS)
     return {
         "with": spec.kind,
+        "started_first": contenders[0].name,
         "name": second.name,
         "description": second.description,
         "result": {**records.get(second.name, {}), **measured.get(second.name, {})},
@@ -1070,7 +1087,7 @@ async def run_scenario(
         async with servers(
             scenario.name, local.cluster.kubeconfig, options, work_dir, records
         ) as contenders:
-            server = contenders[0].server
+            server = ours_of(contenders).server
             if remotes:
                 ready = time.monotonic()
                 for site in remotes:

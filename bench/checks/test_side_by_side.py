@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from bench import compare, linkerd_go
+from bench.__main__ import compare_spec, parser
 from bench.clients import HeldAddresses, StreamReport, Target
 from bench.contenders import PLACEHOLDERS, CompareSpec, command_argv
 from bench.report import table
@@ -466,3 +467,24 @@ def test_the_slice_watch_counts_addresses_that_come_back_under_another_pod() -> 
     assert tracker.pod_ip_changes == 0
     slice_event("MODIFIED", "b-1", "b", [("10.11.0.7", "b-y-1")])
     assert tracker.pod_ip_changes == 1
+
+
+def test_the_flags_name_one_second_server() -> None:
+    def spec(*argv: str) -> CompareSpec | None:
+        return compare_spec(parser().parse_args(list(argv)))
+
+    assert spec() is None
+    assert spec("--compare-with", "linkerd") == CompareSpec("linkerd")
+    assert spec("--compare-with", "linkerd", "--linkerd-controller", "/x") == CompareSpec(
+        "linkerd", binary="/x"
+    )
+    assert spec("--compare-command", "srv {grpc_address}") == CompareSpec(
+        "command", command="srv {grpc_address}"
+    )
+    assert spec("--compare-with", "ours", "--second-first") == CompareSpec("ours")
+    with pytest.raises(ValueError, match="--second-first"):
+        spec("--second-first")
+    with pytest.raises(ValueError, match="--linkerd-controller"):
+        spec("--compare-with", "ours", "--linkerd-controller", "/x")
+    with pytest.raises(SystemExit):  # argparse: not both
+        spec("--compare-with", "ours", "--compare-command", "srv")
