@@ -12,7 +12,7 @@ the comments that explain it), and they stay usable with a plain
 kustomization's directory, and refuses symbolic links that point outside it,
 so the base cannot list them where they are; it lists these copies instead.
 Each copy is the file byte for byte under a one-line "generated" header, and
-``--check`` (run by ``make lint`` and ``tests/unit/test_deploy_manifests.py``)
+``--check`` (run by ``make lint`` and ``tests/unit/test_packaging_files.py``)
 fails when someone edits one side only. The CRDs need no copy:
 ``deploy/crds/Kustomization`` makes that directory a kustomization of its own
 (a file without a ``.yaml`` extension, so ``kubectl apply -f deploy/crds/``
