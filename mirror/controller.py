@@ -210,7 +210,10 @@ class MirrorController:
 
     async def _reconcile_links(self) -> None:
         wanted: dict[str, tuple[LinkRecord, _Inputs]] = {}
-        for record in self.local.links.values():
+        # A snapshot: finalizing a deleted Link awaits API requests, and meanwhile
+        # the Link watch changes `local.links` (the Link itself goes once its
+        # finalizer is removed).
+        for record in list(self.local.links.values()):
             link = record.link
             if link is None:
                 continue
