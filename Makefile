@@ -64,6 +64,6 @@ integration: setup binaries
 clusters: setup binaries
 	$(PY) -m tests.kube up east west
 
-## demo: the README's main command: clusters, a demo workload, the server, a live endpoints view
+## demo: the multicluster walkthrough: two clusters, link-gen, the mirror and the server, live endpoint views
 demo: setup binaries
 	deploy/local/demo.sh
