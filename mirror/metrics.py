@@ -128,10 +128,14 @@ class MirrorMetrics:
             (self.leader, ("link",)),
         )
 
-    def forget_link(self, link: str, cluster: str) -> None:
-        """Remove every series of a Link and of its target cluster (public API only)."""
+    def forget_cluster(self, cluster: str) -> None:
+        """Remove every series of a target cluster (a Link gone, or retargeted)."""
         for metric, labels in self._by_cluster:
             _remove_matching(metric, labels, cluster)
+
+    def forget_link(self, link: str, cluster: str) -> None:
+        """Remove every series of a Link and of its target cluster (public API only)."""
+        self.forget_cluster(cluster)
         for metric, labels in self._by_link:
             _remove_matching(metric, labels, link)
 

@@ -41,22 +41,25 @@ from discovery.reflector import Deleted, Listed, ReflectorEvent
 from discovery.transport import ApiTransport, remote_transport_from_kubeconfig
 
 from .desired import Condition, Desired, Situation, desired_state
-from .federation import is_source, next_federated, parse_remote_members
+from .events import record_link_event
+from .federation import parse_remote_members
 from .links import LINK_API, Link, LinkSpec
 from .local import Credentials, LocalState
+from .membership import write_membership
 from .metrics import MirrorMetrics
 from .naming import (
     CLUSTER_NAME,
     FEDERATED_SUFFIX,
+    HEADLESS_MIRROR_OF,
     MIRRORED_SERVICE,
     REMOTE_DISCOVERY,
     remote_name,
 )
-from .objects import Action, LocalObject, normalize, plan
+from .objects import Action, LocalObject, plan
 from .probe import GatewayProbe
 from .remote import RemoteService, RemoteView, project_remote_service
 from .status import link_status
-from .writer import Writer, object_path
+from .writer import Writer
 
 __all__ = ["LinkWorker", "WorkerSettings"]
 
@@ -369,6 +372,13 @@ class LinkWorker:
                 steps.append((local_key, step, actual.get(local_key)))
         wanted = {(k.kind, ObjectRef(k.namespace, k.name)) for k in desired.objects}
         kept = {(k.kind, ObjectRef(k.namespace, k.name)) for k in desired.keep}
+        # A kept headless root keeps its per-pod mirrors (and their Endpoints) too.
+        kept_roots = {ref for kind, ref in kept if kind == "Service"}
+        kept |= {
+            (kind, ref)
+            for (kind, ref), obj in actual.items()
+            if ObjectRef(ref.namespace, obj.labels.get(HEADLESS_MIRROR_OF, "")) in kept_roots
+        }
         for local_key, obj in actual.items():
             if local_key not in wanted and local_key not in kept:
                 steps.append((local_key, plan(None, obj), obj))
@@ -437,12 +447,14 @@ class LinkWorker:
             for m in desired.members
         }
         touched = set(members)
+        kept = desired.keep_members
         for ref, obj in self._local.services.items():
             if not ref.name.endswith(FEDERATED_SUFFIX):
                 continue
             entries = parse_remote_members(obj.annotations.get(REMOTE_DISCOVERY))
             if any(cluster == self.cluster for _, cluster in entries):
                 touched.add(ServiceRef(*ref))
+        touched -= kept
         created = {
             record.link.spec.target_cluster_name: record.link.created
             for record in self._local.links.values()
@@ -451,59 +463,19 @@ class LinkWorker:
         wrote = False
         for ref in sorted(touched):
             member = members.get(ref)
-            error, did_write = await self._federate_one(ref, member, created)
+            error, did_write = await write_membership(
+                self._writer,
+                writer_name=self.link.name,
+                ref=ref,
+                cluster=self.cluster,
+                member=member,
+                created=created,
+                cached=self._local.services.get(ObjectRef(*ref)),
+            )
             wrote |= did_write
             if error is not None and member is not None:
                 failures[member.service] = error
         return wrote
-
-    async def _federate_one(
-        self, ref: ServiceRef, member: Any, created: Mapping[str, str]
-    ) -> tuple[str | None, bool]:
-        cached = self._local.services.get(ObjectRef(*ref))
-        view = _as_manifest(cached)
-        new = next_federated(
-            view,
-            service=ref,
-            cluster=self.cluster,
-            member=member,
-            source=is_source(view, self.cluster, created),
-        )
-        if _same(new, view):
-            return None, False
-        link = self.link.name
-        for _ in range(3):  # read-modify-write: other Links write this Service too
-            current = await self._read_service(ref)
-            new = next_federated(
-                current,
-                service=ref,
-                cluster=self.cluster,
-                member=member,
-                source=is_source(current, self.cluster, created),
-            )
-            if _same(new, current):
-                return None, True
-            if new is None:
-                uid = ((current or {}).get("metadata") or {}).get("uid")
-                written = await self._writer.delete(
-                    link, "Service", ref.namespace, ref.name, uid=uid
-                )
-            elif current is None:
-                written = await self._writer.create(link, new)
-            else:
-                new["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
-                written = await self._writer.replace(link, new)
-            if written.ok:
-                return None, True
-            if not written.conflict:
-                return f"Failed to update federated service: {written.error}", True
-        return "Failed to update federated service: conflicting writers", True
-
-    async def _read_service(self, ref: ServiceRef) -> dict[str, Any] | None:
-        written = await self._writer.raw(
-            self.link.name, "Service", "get", "GET", object_path("Service", *ref)
-        )
-        return dict(written.body) if written.ok and written.body is not None else None
 
     async def _write_status(
         self, mirror: tuple[Condition, ...], federated: tuple[Condition, ...]
@@ -543,37 +515,7 @@ class LinkWorker:
         self._events_sent = now
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
-        namespace = self.link.ref.namespace
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{self.link.name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "multicluster.linkerd.io/v1alpha3",
-                "kind": "Link",
-                "name": self.link.name,
-                "namespace": namespace,
-                "uid": self.link.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": kind,
-            "source": {"component": "multicluster-mirror"},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        written = await self._writer.raw(
-            self.link.name,
-            "Event",
-            "create",
-            "POST",
-            f"/api/v1/namespaces/{namespace}/events",
-            body,
-        )
-        if not written.ok:
-            self._log.info("event_not_recorded", reason=reason, error=written.error)
+        await record_link_event(self._writer, self.link, kind, reason, message)
 
 
 def _with_failures(
@@ -585,23 +527,3 @@ def _with_failures(
         else c
         for c in conditions
     )
-
-
-def _as_manifest(obj: LocalObject | None) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return {
-        "metadata": {
-            "name": obj.ref.name,
-            "namespace": obj.ref.namespace,
-            "labels": dict(obj.labels),
-            "annotations": dict(obj.annotations),
-        },
-        "spec": {"ports": list(obj.normalized.get("ports", []))},
-    }
-
-
-def _same(new: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> bool:
-    if new is None or current is None:
-        return new is None and current is None
-    return normalize("Service", new) == normalize("Service", current)
