@@ -133,7 +133,7 @@ class LinkWorker:
         self._metrics = metrics
         self._discovery_metrics = discovery_metrics
         self._settings = settings
-        self.remote = RemoteView()
+        self.remote = RemoteView(limit=settings.max_objects_per_kind)
         self.connection: Connection | None = None
         self.probe: GatewayProbe | None = None
         self.alive = True
@@ -145,6 +145,7 @@ class LinkWorker:
         self._dirty_since: float | None = None
         self._retry_s = RETRY_INITIAL_S
         self._events_sent: set[tuple[str, str]] = set()
+        self._refused_reported = 0
         self._log = log.bind(link=link.name, cluster=self.cluster)
 
     # -- triggers ----------------------------------------------------------------
@@ -173,6 +174,13 @@ class LinkWorker:
                 self.remote.put_service(record)
             elif isinstance(record, SliceInfo):
                 self.remote.put_slice(record)
+        if self.remote.refused > 2 * self._refused_reported:  # logged ever more rarely
+            self._log.warning(
+                "remote_objects_refused",
+                refused=self.remote.refused,
+                limit=self._settings.max_objects_per_kind,
+            )
+            self._refused_reported = self.remote.refused
         self.mark_dirty(received)
 
     def _liveness_changed(self, alive: bool) -> None:

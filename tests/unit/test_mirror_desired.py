@@ -905,3 +905,20 @@ def test_an_existing_headless_mirror_stays_headless_when_the_remote_scales_to_ze
     )
     assert kept.objects[service_key("db-east")]["spec"]["clusterIP"] == "None"
     assert kept.objects[endpoints_key("db-east")]["subsets"] == []
+
+
+def test_a_remote_view_keeps_at_most_its_limit_of_each_kind() -> None:
+    """Regression: `--remote-max-objects-per-kind` was accepted and never applied, so a
+    target inventing Services grew the controller's memory without bound."""
+    remote = RemoteView(limit=2)
+    services = [remote_service(name) for name in ("a", "b", "c")]
+    remote.replace_services(services)
+    assert sorted(ref.name for ref in remote.services) == ["a", "b"]
+    remote.put_service(remote_service("d"))
+    assert "d" not in {ref.name for ref in remote.services}
+    updated = remote_service("a", labels={"team": "x"})
+    remote.put_service(updated)  # one already held is always updated
+    assert remote.services[updated.service] is updated
+    remote.replace_slices([remote_slice(name) for name in ("a", "b", "c")])
+    assert len(remote.slices) == 2
+    assert remote.refused == 3
