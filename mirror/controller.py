@@ -86,19 +86,27 @@ class _Supervisor:
     async def _lead(self) -> None:
         controller = self._controller
         problem = controller.problem_of(self.link.name)
-        if self.link.spec is None or problem is not None:
+        spec = self.link.spec
+        credentials = (
+            controller.local.credentials.get(
+                ObjectRef(controller.settings.namespace, spec.credentials_secret)
+            )
+            if spec is not None
+            else None
+        )
+        if spec is None or problem is not None or credentials is None or credentials.problem:
             # Nothing can be served until the Link or its Secret changes (which
             # restarts this supervisor); the leader says why, once, on the Link.
-            reason = "InvalidLink" if self.link.spec is None else "InvalidCredentials"
+            reason = "InvalidLink" if spec is None else "InvalidCredentials"
             await record_link_event(
-                controller.writer, self.link, "Warning", reason, problem or "invalid Link"
+                controller.writer,
+                self.link,
+                "Warning",
+                reason,
+                problem or "credentials Secret not found",
             )
             await asyncio.Event().wait()
             return
-        credentials = controller.local.credentials.get(
-            ObjectRef(controller.settings.namespace, self.link.spec.credentials_secret)
-        )
-        assert credentials is not None  # else problem_of() says it is missing
         worker = LinkWorker(
             link=self.link,
             credentials=credentials,
