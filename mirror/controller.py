@@ -266,7 +266,8 @@ class MirrorController:
         """Start, restart and stop supervisors; False when a deletion must be retried."""
         done = True
         wanted: dict[str, tuple[LinkRecord, _Inputs]] = {}
-        for record in self.local.links.values():
+        # A copy: the watch changes the table while a deletion below awaits.
+        for record in list(self.local.links.values()):
             link = record.link
             if link is None:
                 continue
