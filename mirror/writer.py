@@ -36,6 +36,18 @@ MAX_RESPONSE = 1024 * 1024
 _PLURAL = {"Service": "services", "Endpoints": "endpoints", "Namespace": "namespaces"}
 
 
+def _describe(status: int, raw: bytes) -> str:
+    """`HTTP <status>: <reason>: <message>` of a refused write, made printable.
+
+    Not `ApiError`'s own text: its hints explain a *reader's* failures (a 403
+    there means "the credentials lack list/watch permission"), which would
+    mislead in a Link's status about a write of the controller's own identity.
+    """
+    error = ApiError.from_body(status, raw)
+    detail = ": ".join(part for part in (error.reason, error.message) if part)
+    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+
+
 def collection_path(kind: str, namespace: str) -> str:
     if kind == "Namespace":
         return "/api/v1/namespaces"
@@ -105,7 +117,7 @@ class Writer:
             document = None
         if status in ok_statuses:
             return Written(status, None, document)
-        error = ApiError.from_body(status, raw).args[0] if raw else f"HTTP {status}"
+        error = _describe(status, raw)
         if status not in (404, 409) and counted:
             self._metrics.write_failures.labels(link, kind, verb).inc()
         return Written(status, f"{verb} {kind}: {error}"[:300], document)

@@ -346,12 +346,20 @@ async def rotate_credentials(east: Kube, linked: Linked, kubeconfig: str) -> Non
     )
 
 
-async def link_statuses(east: Kube, linked: Linked, field_name: str) -> dict[str, dict[str, Any]]:
-    """`status.<field_name>` by remote Service name (its one condition)."""
+async def link_statuses(
+    east: Kube, linked: Linked, field_name: str, *namespaces: str
+) -> dict[str, dict[str, Any]]:
+    """`status.<field_name>` of the remote Services in `namespaces`, by name (its one condition).
+
+    Only those namespaces: a Link mirrors every namespace of its target, and
+    other tests' namespaces may still be terminating there.
+    """
     found = await read_link(east, linked)
     entries = ((found or {}).get("status") or {}).get(field_name) or []
     return {
-        entry["remoteRef"]["name"]: {"entry": entry, **entry["conditions"][0]} for entry in entries
+        entry["remoteRef"]["name"]: {"entry": entry, **entry["conditions"][0]}
+        for entry in entries
+        if entry["remoteRef"]["namespace"] in namespaces
     }
 
 

@@ -101,7 +101,7 @@ async def test_members_of_three_clusters_join_and_leave_a_federated_service(
         what="north joins; the oldest Link (west) still gives the metadata",
     )
     assert ports_of(found) == [("http", 80, "TCP")]
-    statuses = await link_statuses(east, north_link, "federatedServices")
+    statuses = await link_statuses(east, north_link, "federatedServices", namespace)
     assert statuses["web"]["status"] == "True"
     assert statuses["web"]["localRef"]["name"] == fed
 
@@ -125,7 +125,7 @@ async def test_members_of_three_clusters_join_and_leave_a_federated_service(
     found = await wait_object(east, "Service", namespace, fed, says(f"web@{n}", None, "north"))
     assert ports_of(found) == [("admin", 81, "TCP"), ("http", 80, "TCP")]
     await eventually(
-        lambda: link_statuses(east, west_link, "federatedServices"),
+        lambda: link_statuses(east, west_link, "federatedServices", namespace),
         lambda s: "web" not in s,
         what="west's federated status entry removed",
     )

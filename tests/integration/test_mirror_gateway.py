@@ -115,7 +115,7 @@ async def test_an_exported_service_is_mirrored_kept_in_step_repaired_and_removed
         ("admin", GATEWAY_PORT, "TCP"),
         ("http", GATEWAY_PORT, "TCP"),
     ], "every port, by name, at the gateway port"
-    statuses = await link_statuses(east, linked, "mirrorServices")
+    statuses = await link_statuses(east, linked, "mirrorServices", namespace)
     assert statuses["web"]["status"] == "True" and statuses["web"]["reason"] == "Mirrored"
     assert statuses["web"]["localRef"]["name"] == name
 
@@ -203,7 +203,7 @@ async def test_an_exported_service_is_mirrored_kept_in_step_repaired_and_removed
     await wait_gone(east, "Service", namespace, name)
     await wait_gone(east, "Endpoints", namespace, name)
     await eventually(
-        lambda: link_statuses(east, linked, "mirrorServices"),
+        lambda: link_statuses(east, linked, "mirrorServices", namespace),
         lambda s: "web" not in s,
         what="the status entry removed with the last mirror (Q21)",
     )

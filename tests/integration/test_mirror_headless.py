@@ -121,7 +121,7 @@ async def test_a_statefulset_gets_a_headless_root_and_a_mirror_per_pod(
             what="root Endpoints: each hostname at its per-pod mirror's ClusterIP",
         )
         assert ports_of(endpoints) == [("tcp", 5432, "TCP")], "the remote ports, as they are"
-        statuses = await link_statuses(east, linked, "mirrorServices")
+        statuses = await link_statuses(east, linked, "mirrorServices", namespace)
         assert (statuses["db"]["status"], statuses["db"]["reason"]) == ("True", "Mirrored")
 
         # Scale down: the per-pod mirror of the pod that went goes, the root follows.

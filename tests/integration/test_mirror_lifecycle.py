@@ -46,9 +46,7 @@ async def test_rotated_credentials_restart_the_worker_and_leave_mirrors_alone(
     linked = await link(east, west, mirror.namespace)
     name = f"web-{linked.name}"
     service = await wait_object(east, "Service", namespace, name)
-    await wait_object(east, "Endpoints", namespace, name)
-    await asyncio.sleep(2.5)  # a repair period: nothing more to write
-    writes = await mirror.writes(linked.name)
+    endpoints = await wait_object(east, "Endpoints", namespace, name)
     lists = await mirror.metric("watch_lists_total", cluster=linked.name)
 
     await rotate_credentials(east, linked, await reader_kubeconfig(west.cluster))
@@ -58,10 +56,13 @@ async def test_rotated_credentials_restart_the_worker_and_leave_mirrors_alone(
         what="a new worker listing the target with the new token",
     )
     await asyncio.sleep(2.5)  # its first reconciles, and a repair
-    assert await mirror.writes(linked.name) == writes, "mirrors untouched by the rotation"
-    now = await get_object(east, "Service", namespace, name)
-    assert now is not None and service is not None
-    assert now["metadata"]["uid"] == service["metadata"]["uid"]
+    for kind, before in (("Service", service), ("Endpoints", endpoints)):
+        now = await get_object(east, kind, namespace, name)
+        assert now is not None and before is not None
+        assert now["metadata"]["uid"] == before["metadata"]["uid"]
+        assert now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], (
+            f"the mirror {kind} untouched by the rotation"
+        )
 
     await export(west, namespace, "web", {"team": "rotated"})
     await wait_object(
@@ -174,3 +175,30 @@ async def test_one_replica_writes_and_the_other_takes_over(
             east, "Service", namespace, name, lambda o: labels_of(o).get("team") == "b"
         )
         assert await standby.writes(linked.name) >= 1
+
+
+async def test_a_hung_target_delays_only_its_own_link(
+    mirror: Mirror, east: Kube, west: Kube, west_ha: ExtraApiServer, namespace: str
+) -> None:
+    await west.create_service(namespace, "web", labels=EXPORTED)
+    hung = await link(east, west, mirror.namespace, server=west_ha.server)
+    await wait_object(east, "Endpoints", namespace, f"web-{hung.name}")
+    await asyncio.to_thread(west_ha.pause)  # open, silent connections: nothing answers
+    try:
+        healthy = await link(east, west, mirror.namespace)
+        await wait_object(east, "Endpoints", namespace, f"web-{healthy.name}", timeout_s=10)
+        await export(west, namespace, "web", {"team": "b"})
+        await wait_object(
+            east,
+            "Service",
+            namespace,
+            f"web-{healthy.name}",
+            lambda o: labels_of(o).get("team") == "b",
+            timeout_s=5,
+        )
+        kept = await get_object(east, "Service", namespace, f"web-{hung.name}")
+        assert kept is not None and "team" not in labels_of(kept), "kept as it was"
+        async with asyncio.timeout(10):
+            await stop_mirror(mirror)  # nor does it hold up a shutdown
+    finally:
+        await asyncio.to_thread(west_ha.resume)

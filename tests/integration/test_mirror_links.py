@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from tests.integration.mirror_controller import (
+    CLUSTER_LABEL,
     EXPORTED,
     MEMBER,
+    MIRRORED,
     REMOTE_DISCOVERY_EXPORT,
     Mirror,
     credentials_secret,
@@ -34,6 +36,7 @@ from tests.integration.mirror_controller import (
     links_api,
     patch_link,
     read_link,
+    running_mirror,
     wait_gone,
     wait_object,
 )
@@ -57,7 +60,7 @@ async def test_link_status_events_and_deletion_with_its_mirrors(
         linked = await link(east, west, mirror.namespace)
         c = linked.name
         statuses = await eventually(
-            lambda: link_statuses(east, linked, "mirrorServices"),
+            lambda: link_statuses(east, linked, "mirrorServices", namespace, elsewhere),
             lambda s: set(s) == {"web", "rd", "ghost"},
             what="a status entry per handled Service",
         )
@@ -71,7 +74,7 @@ async def test_link_status_events_and_deletion_with_its_mirrors(
         assert ghost["message"] == "Namespace does not exist"
         assert "localRef" not in ghost, "never an empty localRef"
         assert ghost["entry"]["controllerName"] == "linkerd.io/service-mirror"
-        federated = await link_statuses(east, linked, "federatedServices")
+        federated = await link_statuses(east, linked, "federatedServices", namespace)
         assert federated["member"]["localRef"]["name"] == "member-federated"
         await eventually(
             lambda: link_events(east, linked),
@@ -93,7 +96,7 @@ async def test_link_status_events_and_deletion_with_its_mirrors(
         await east.create_namespace(elsewhere)
         await wait_object(east, "Endpoints", elsewhere, f"ghost-{c}")
         await eventually(
-            lambda: link_statuses(east, linked, "mirrorServices"),
+            lambda: link_statuses(east, linked, "mirrorServices", elsewhere),
             lambda s: s["ghost"]["status"] == "True",
             what="ghost Mirrored",
         )
@@ -191,7 +194,7 @@ async def test_bad_input_is_reported_and_loses_no_mirror(
         _content_type="application/merge-patch+json",
     )
     statuses = await eventually(
-        lambda: link_statuses(east, second, "mirrorServices"),
+        lambda: link_statuses(east, second, "mirrorServices", namespace),
         lambda s: s.get("web", {}).get("reason") == "InvalidService",
         what="web InvalidService",
     )
@@ -237,3 +240,26 @@ async def test_bad_input_is_reported_and_loses_no_mirror(
     await eventually(lambda: read_link(east, linked), lambda o: o is None, what="the Link gone")
     await wait_gone(east, "Service", namespace, name)
     assert await get_object(east, "Service", namespace, second_name) is not None
+
+
+async def test_a_missing_namespace_is_created_only_when_asked(
+    east: Kube, west: Kube, controller_namespace: str
+) -> None:
+    elsewhere = f"created-{secrets.token_hex(3)}"
+    await west.create_namespace(elsewhere)
+    try:
+        await west.create_service(elsewhere, "web", labels=EXPORTED)
+        async with running_mirror(
+            east, controller_namespace, enable_namespace_creation=True
+        ) as mirror:
+            linked = await link(east, west, mirror.namespace)
+            await wait_object(east, "Endpoints", elsewhere, f"web-{linked.name}")
+            created = await east.core.read_namespace(elsewhere)
+            assert created.metadata.labels == {
+                MIRRORED: "true",
+                CLUSTER_LABEL: linked.name,
+                "kubernetes.io/metadata.name": elsewhere,
+            }
+    finally:
+        await west.delete_namespace(elsewhere)
+        await east.delete_namespace(elsewhere)

@@ -66,7 +66,7 @@ async def test_a_remote_discovery_mirror_streams_the_target_pods_end_to_end(
         REMOTE_DISCOVERY: cluster,
         REMOTE_SERVICE: "web",
     }
-    statuses = await link_statuses(east, linked, "mirrorServices")
+    statuses = await link_statuses(east, linked, "mirrorServices", namespace)
     assert statuses["web"]["status"] == "True"
     assert statuses["web"]["localRef"] == {
         "group": "core",

@@ -67,3 +67,14 @@ async def test_a_refused_write_is_an_outcome_counted_as_a_failure() -> None:
     failures = "mirror_write_failures_total"
     assert count(registry, failures, link="west", kind="Service", verb="create") == 1
     assert count(registry, failures, link="west", kind="Service", verb="update") == 0
+
+
+async def test_a_refused_write_says_what_the_api_server_said_and_nothing_else() -> None:
+    """Regression: the error reused the reader's hint for 403 ("the credentials lack
+    list/watch permission"), so a Link's status blamed the target's credentials for a
+    write the local API server refused (a namespace being deleted)."""
+    message = 'services "web-west" is forbidden: namespace ns is being terminated'
+    transport = Transport(reply(403, status_body(403, "Forbidden", message)))
+    writer = Writer(transport, MirrorMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    refused = await writer.create("west", SERVICE)
+    assert refused.error == f"create Service: HTTP 403: Forbidden: {message}"
