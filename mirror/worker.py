@@ -55,7 +55,7 @@ from .naming import (
     REMOTE_DISCOVERY,
     remote_name,
 )
-from .objects import Action, LocalObject, plan
+from .objects import Action, LocalObject, Step, plan
 from .probe import GatewayProbe
 from .remote import RemoteService, RemoteView, project_remote_service
 from .status import link_status
@@ -69,6 +69,15 @@ RESOLVE_TIMEOUT_S = 5.0
 WRITE_CONCURRENCY = 16
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An object whose last write failed: not tried again before `until` (loop time)."""
+
+    until: float
+    delay: float
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,7 @@ class LinkWorker:
         self._retry_s = RETRY_INITIAL_S
         self._events_sent: set[tuple[str, str]] = set()
         self._refused_reported = 0
+        self._held: dict[tuple[str, ObjectRef], _Held] = {}
         self._log = log.bind(link=link.name, cluster=self.cluster)
 
     # -- triggers ----------------------------------------------------------------
@@ -365,9 +375,18 @@ class LinkWorker:
             or obj.labels.get(CLUSTER_NAME) == self.cluster
         }
 
-    def _remote_of(self, kind_ref: tuple[str, ObjectRef]) -> ServiceRef:
+    def _remote_of(
+        self, kind_ref: tuple[str, ObjectRef], step: Step, obj: LocalObject | None
+    ) -> ServiceRef:
+        """The remote Service an object mirrors (a per-pod mirror's is its root's)."""
         _, ref = kind_ref
-        name = remote_name(ref.name, self.cluster) or ref.name
+        labels: Mapping[str, Any] = (
+            ((step.manifest or {}).get("metadata") or {}).get("labels") or {}
+            if step.manifest is not None
+            else (obj.labels if obj is not None else {})
+        )
+        local = str(labels.get(HEADLESS_MIRROR_OF) or ref.name)
+        name = remote_name(local, self.cluster) or local
         return ServiceRef(ref.namespace, name)
 
     async def _apply_objects(self, desired: Desired, failures: dict[ServiceRef, str]) -> bool:
@@ -390,22 +409,40 @@ class LinkWorker:
         for local_key, obj in actual.items():
             if local_key not in wanted and local_key not in kept:
                 steps.append((local_key, plan(None, obj), obj))
-        if not steps:
+        # An object whose last write failed waits out its own backoff: the events
+        # of other objects must not make it fail again and again (the reference
+        # backs off per item too). What it still lacks is reported meanwhile.
+        now = asyncio.get_running_loop().time()
+        pending = {local_key for local_key, _, _ in steps}
+        self._held = {key: held for key, held in self._held.items() if key in pending}
+        ready = []
+        for local_key, step, obj in steps:
+            held = self._held.get(local_key)
+            if held is not None and now < held.until:
+                failures[self._remote_of(local_key, step, obj)] = held.error
+            else:
+                ready.append((local_key, step, obj))
+        if not ready:
             return False
         # Services before their Endpoints: an Endpoints object names its Service.
-        steps.sort(key=lambda s: (s[0][0] != "Service", s[0][1]))
+        ready.sort(key=lambda s: (s[0][0] != "Service", s[0][1]))
         semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def run(local_key: tuple[str, ObjectRef], step: Any, obj: LocalObject | None) -> None:
             kind, ref = local_key
             async with semaphore:
                 error = await self._apply_step(kind, ref, step, obj)
-            if error is not None:
-                failures[self._remote_of(local_key)] = error
-                self._log.warning("mirror_write_failed", object=f"{kind} {ref}", error=error)
+            if error is None:
+                self._held.pop(local_key, None)
+                return
+            failures[self._remote_of(local_key, step, obj)] = error
+            self._log.warning("mirror_write_failed", object=f"{kind} {ref}", error=error)
+            previous = self._held.get(local_key)
+            delay = min(previous.delay * 2, RETRY_MAX_S) if previous else RETRY_INITIAL_S
+            self._held[local_key] = _Held(asyncio.get_running_loop().time() + delay, delay, error)
 
-        services = [s for s in steps if s[0][0] == "Service"]
-        others = [s for s in steps if s[0][0] != "Service"]
+        services = [s for s in ready if s[0][0] == "Service"]
+        others = [s for s in ready if s[0][0] != "Service"]
         for batch in (services, others):
             await asyncio.gather(*(run(*s) for s in batch))
         return True

@@ -42,6 +42,7 @@ from tests.integration.mirror_controller import (
     link,
     link_spec,
     link_statuses,
+    patch_link,
     ports_of,
     read_link,
     wait_gone,
@@ -198,6 +199,22 @@ async def test_an_exported_service_is_mirrored_kept_in_step_repaired_and_removed
     await wait_object(east, "Service", namespace, name, lambda o: labels_of(o) == labelled("b"))
     await wait_object(east, "Endpoints", namespace, name, lambda o: addresses(o) == [host_ip()])
 
+    # The Link's gateway moves (addresses, sorted as text, and port): the Endpoints follow.
+    await patch_link(
+        east, linked, {"spec": {"gatewayAddress": "192.0.2.77, 192.0.2.7", "gatewayPort": "4444"}}
+    )
+    await wait_object(
+        east,
+        "Endpoints",
+        namespace,
+        name,
+        lambda o: (
+            addresses(o) == ["192.0.2.7", "192.0.2.77"]
+            and ports_of(o) == [("grpc", 4444, "TCP"), ("http", 4444, "TCP")]
+        ),
+        what="the new gateway addresses and port",
+    )
+
     # Unexported: the mirror goes, and its status entry with it.
     await export(west, namespace, "web", {"mirror.linkerd.io/exported": None})
     await wait_gone(east, "Service", namespace, name)
@@ -210,7 +227,9 @@ async def test_an_exported_service_is_mirrored_kept_in_step_repaired_and_removed
 
     # Exported again, then deleted on the target: the mirror goes.
     await export(west, namespace, "web", EXPORTED)
-    await wait_object(east, "Endpoints", namespace, name, lambda o: addresses(o) == [host_ip()])
+    await wait_object(
+        east, "Endpoints", namespace, name, lambda o: addresses(o) == ["192.0.2.7", "192.0.2.77"]
+    )
     await west.core.delete_namespaced_service("web", namespace)
     await wait_gone(east, "Service", namespace, name)
     await wait_gone(east, "Endpoints", namespace, name)

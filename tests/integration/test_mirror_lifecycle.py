@@ -12,8 +12,10 @@ writes a Link's mirrors (its Lease), and the other takes over when it stops.
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 import pytest
+from kubernetes_asyncio import client as k8s
 
 from tests.integration.links import REMOTE_DISCOVERY, reader_kubeconfig
 from tests.integration.mirror_controller import (
@@ -22,11 +24,13 @@ from tests.integration.mirror_controller import (
     Mirror,
     addresses,
     annotations_of,
+    delete_link_object,
     export,
     get_object,
     host_ip,
     labels_of,
     link,
+    read_link,
     rotate_credentials,
     running_mirror,
     stop_mirror,
@@ -139,6 +143,14 @@ async def test_a_restarted_controller_repairs_and_collects_what_changed_meanwhil
         assert REMOTE_DISCOVERY not in labels_of(now)
         assert annotations_of(now) == annotations_of(kept)
 
+    # The Link deleted while no controller runs: its finalizer holds it until one does.
+    await delete_link_object(east, linked)
+    assert await read_link(east, linked) is not None
+    async with running_mirror(east, controller_namespace):
+        await eventually(lambda: read_link(east, linked), lambda o: o is None, what="Link gone")
+        for service in ("kept", "later"):
+            assert await get_object(east, "Service", namespace, f"{service}-{c}") is None
+
 
 async def test_one_replica_writes_and_the_other_takes_over(
     east: Kube, west: Kube, namespace: str, controller_namespace: str
@@ -202,3 +214,33 @@ async def test_a_hung_target_delays_only_its_own_link(
             await stop_mirror(mirror)  # nor does it hold up a shutdown
     finally:
         await asyncio.to_thread(west_ha.resume)
+
+
+async def test_a_lease_held_by_a_replica_that_died_is_taken_when_it_expires(
+    east: Kube, west: Kube, namespace: str, controller_namespace: str
+) -> None:
+    await west.create_service(namespace, "web", labels=EXPORTED)
+    linked = await link(east, west, controller_namespace)  # served once a controller runs
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": f"service-mirror-write-{linked.name}"},
+        "spec": {
+            "holderIdentity": "a-replica-that-died",
+            "leaseDurationSeconds": 3,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": 4,
+        },
+    }
+    coordination = k8s.CoordinationV1Api(east.api)
+    await coordination.create_namespaced_lease(controller_namespace, lease)
+    started = asyncio.get_running_loop().time()
+    async with running_mirror(east, controller_namespace) as mirror:
+        await wait_object(east, "Endpoints", namespace, f"web-{linked.name}")
+        waited = asyncio.get_running_loop().time() - started
+        held = await coordination.read_namespaced_lease(lease["metadata"]["name"], mirror.namespace)
+        assert held.spec.holder_identity == mirror.identity
+        assert held.spec.lease_transitions == 5
+        assert waited > 2.0, f"written {waited:.1f}s after the start: before the Lease expired"

@@ -28,7 +28,9 @@ from tests.integration.mirror_controller import (
     Mirror,
     credentials_secret,
     delete_link_object,
+    export,
     get_object,
+    labels_of,
     link,
     link_events,
     link_spec,
@@ -263,3 +265,38 @@ async def test_a_missing_namespace_is_created_only_when_asked(
     finally:
         await west.delete_namespace(elsewhere)
         await east.delete_namespace(elsewhere)
+
+
+async def test_an_object_that_cannot_be_written_is_reported_and_backs_off_alone(
+    mirror: Mirror, east: Kube, west: Kube, namespace: str
+) -> None:
+    cluster = f"west-{secrets.token_hex(3)}"
+    # A local Service of the mirror's name that is not a mirror: never adopted, never changed.
+    await east.create_service(namespace, f"blocked-{cluster}", labels={"owner": "someone"})
+    for name in ("blocked", "api"):
+        await west.create_service(namespace, name, labels=EXPORTED)
+    linked = await link(east, west, mirror.namespace, name=cluster)
+    await wait_object(east, "Endpoints", namespace, f"api-{cluster}")
+    statuses = await eventually(
+        lambda: link_statuses(east, linked, "mirrorServices", namespace),
+        lambda s: s.get("blocked", {}).get("reason") == "Error",
+        what="blocked reported",
+    )
+    assert "exists that is not a mirror" in statuses["blocked"]["message"]
+    creates = await mirror.metric(
+        "mirror_writes_total", link=cluster, kind="Service", verb="create"
+    )
+    rounds = 20
+    for i in range(rounds):  # as many reconciles, each caused by another object
+        await export(west, namespace, "api", {"round": str(i)})
+        await wait_object(
+            east,
+            "Service",
+            namespace,
+            f"api-{cluster}",
+            lambda o, i=i: labels_of(o).get("round") == str(i),
+        )
+    again = await mirror.metric("mirror_writes_total", link=cluster, kind="Service", verb="create")
+    assert again - creates < rounds, "the refused create waits out its own backoff"
+    theirs = await get_object(east, "Service", namespace, f"blocked-{cluster}")
+    assert labels_of(theirs) == {"owner": "someone"}
