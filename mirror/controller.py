@@ -97,12 +97,11 @@ class _Supervisor:
         if spec is None or problem is not None or credentials is None or credentials.problem:
             # Nothing can be served until the Link or its Secret changes (which
             # restarts this supervisor); the leader says why, once, on the Link.
-            reason = "InvalidLink" if spec is None else "InvalidCredentials"
             await record_link_event(
                 controller.writer,
                 self.link,
                 "Warning",
-                reason,
+                controller.problem_reason(self.link.name),
                 problem or "credentials Secret not found",
             )
             await asyncio.Event().wait()
@@ -160,7 +159,7 @@ class MirrorController:
         )
         self.supervisors: dict[str, _Supervisor] = {}
         self._links_changed = asyncio.Event()
-        self._reported: dict[str, str] = {}  # link -> problem already reported
+        self._reported: dict[str, tuple[str, str]] = {}  # link -> (reason, problem) reported
         self.local_federation: LocalFederation | None = None
         self.local_federation_leadership: Leadership | None = None
         if local_federation is not None:
@@ -229,10 +228,26 @@ class MirrorController:
 
     # -- supervision ---------------------------------------------------------------
 
-    def _inputs(self, record: LinkRecord) -> _Inputs | None:
+    def _owners(self) -> dict[str, str]:
+        """Per target cluster, the Link that serves it: the oldest (creation time, then name).
+
+        Two Links naming one cluster would fight over the same mirrors (each
+        deleting what the other writes); the younger one is refused instead.
+        """
+        owners: dict[str, str] = {}
+        links = [r.link for r in self.local.links.values() if r.link is not None and not r.deleting]
+        for link in sorted(links, key=lambda link: (link.created, link.name)):
+            if link.spec is not None:
+                owners.setdefault(link.spec.target_cluster_name, link.name)
+        return owners
+
+    def _inputs(self, record: LinkRecord, owners: dict[str, str]) -> _Inputs | None:
         link = record.link
         if link is None:
             return None
+        if link.spec is not None and owners.get(link.spec.target_cluster_name) != link.name:
+            owner = owners.get(link.spec.target_cluster_name)
+            return _Inputs(link.uid, f"duplicate of {owner}:{link.spec!r}", "-")
         if link.spec is None:
             # A supervisor all the same: its leader reports the problem on the Link.
             return _Inputs(
@@ -266,16 +281,17 @@ class MirrorController:
         """Start, restart and stop supervisors; False when a deletion must be retried."""
         done = True
         wanted: dict[str, tuple[LinkRecord, _Inputs]] = {}
+        owners = self._owners()
         # A copy: the watch changes the table while a deletion below awaits.
         for record in list(self.local.links.values()):
             link = record.link
             if link is None:
                 continue
-            self._report(record)
+            self._report(record, owners)
             if record.deleting:
-                done &= await self._delete_link(record)
+                done &= await self._delete_link(record, owners)
                 continue
-            inputs = self._inputs(record)
+            inputs = self._inputs(record, owners)
             if inputs is not None:
                 wanted[link.name] = (record, inputs)
         for name in list(self.supervisors):
@@ -303,27 +319,41 @@ class MirrorController:
         if cluster is not None:
             self.discovery_metrics.forget_cluster(cluster)
 
-    def _report(self, record: LinkRecord) -> None:
+    def _report(self, record: LinkRecord, owners: dict[str, str]) -> None:
         """Log a Link that cannot be served, once per distinct problem."""
         link = record.link
         assert link is not None
-        problem = link.problem
+        problem, reason = link.problem, "InvalidLink"
         if link.spec is not None:
+            cluster = link.spec.target_cluster_name
             secret = self.local.credentials.get(
                 ObjectRef(self.settings.namespace, link.spec.credentials_secret)
             )
-            if secret is None:
+            if owners.get(cluster, link.name) != link.name:
+                problem = (
+                    f"spec.targetClusterName {cluster} is already the target of Link "
+                    f"{owners[cluster]}: its mirrors are that Link's"
+                )
+            elif secret is None:
                 problem = f"credentials Secret {link.spec.credentials_secret} not found"
+                reason = "InvalidCredentials"
             elif secret.problem:
                 problem = f"credentials Secret {link.spec.credentials_secret}: {secret.problem}"
+                reason = "InvalidCredentials"
         if problem is None:
             self._reported.pop(link.name, None)
-        elif self._reported.get(link.name) != problem:
-            self._reported[link.name] = problem
+        elif self._reported.get(link.name) != (reason, problem):
+            self._reported[link.name] = (reason, problem)
             log.error("link_not_served", link=link.name, problem=problem)
 
     def problem_of(self, name: str) -> str | None:
-        return self._reported.get(name)
+        reported = self._reported.get(name)
+        return reported[1] if reported is not None else None
+
+    def problem_reason(self, name: str) -> str:
+        """The Event reason of a Link's problem: InvalidLink or InvalidCredentials."""
+        reported = self._reported.get(name)
+        return reported[0] if reported is not None else "InvalidCredentials"
 
     async def add_finalizer(self, record: LinkRecord) -> None:
         finalizers = [*record.finalizers, FINALIZER]
@@ -345,7 +375,7 @@ class MirrorController:
             log.warning("link_not_patched", link=ref.name, error=written.error)
         return written
 
-    async def _delete_link(self, record: LinkRecord) -> bool:
+    async def _delete_link(self, record: LinkRecord, owners: dict[str, str]) -> bool:
         """A deleted Link: remove its objects, then its finalizer, holding its Lease.
 
         True when there is nothing more to do here; False to be called again
@@ -368,7 +398,10 @@ class MirrorController:
         if not await leadership.try_acquire_or_renew():
             return False  # another replica holds it: it cleans up, or its Lease expires
         try:
-            if cluster is not None:
+            if cluster is not None and owners.get(cluster, link.name) != link.name:
+                # Another Link serves that cluster: the mirrors are its own.
+                log.info("link_deleted_mirrors_kept", link=link.name, owner=owners[cluster])
+            elif cluster is not None:
                 removed, complete = await remove_link_objects(
                     self.writer, self.local, link.name, cluster
                 )

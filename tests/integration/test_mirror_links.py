@@ -300,3 +300,48 @@ async def test_an_object_that_cannot_be_written_is_reported_and_backs_off_alone(
     assert again - creates < rounds, "the refused create waits out its own backoff"
     theirs = await get_object(east, "Service", namespace, f"blocked-{cluster}")
     assert labels_of(theirs) == {"owner": "someone"}
+
+
+async def test_a_second_link_to_the_same_cluster_name_is_refused_and_takes_nothing(
+    mirror: Mirror, east: Kube, west: Kube, namespace: str
+) -> None:
+    await west.create_service(namespace, "web", labels=EXPORTED)
+    first = await link(east, west, mirror.namespace)
+    name = f"web-{first.name}"
+    await wait_object(east, "Endpoints", namespace, name)
+    before = await get_object(east, "Service", namespace, name)
+    assert before is not None
+    await asyncio.sleep(1.1)  # creation times have a one-second resolution
+    # Same target cluster name, another Link (and Secret) name.
+    spec = link_spec(first.name) | {"clusterCredentialsSecret": f"cluster-credentials-{first.name}"}
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Link",
+        "metadata": {"name": f"again-{first.name}", "namespace": mirror.namespace},
+        "spec": spec,
+    }
+    await links_api(east).create_namespaced_custom_object(
+        GROUP, VERSION, mirror.namespace, "links", body
+    )
+    second = type(first)(body["metadata"]["name"], mirror.namespace, west)
+    await eventually(
+        lambda: link_events(east, second),
+        lambda events: any(
+            why == "InvalidLink" and f"already the target of Link {first.name}" in message
+            for _, why, message in events
+        ),
+        what="the younger Link refused",
+    )
+    await asyncio.sleep(2.5)  # a repair period of the first
+    assert await mirror.writes(second.name) == 0
+    now = await get_object(east, "Service", namespace, name)
+    assert (
+        now is not None
+        and now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    )
+
+    # Deleting the refused Link leaves the first one's mirrors alone.
+    await delete_link_object(east, second)
+    await eventually(lambda: read_link(east, second), lambda o: o is None, what="deleted")
+    await asyncio.sleep(1)
+    assert await get_object(east, "Endpoints", namespace, name) is not None
