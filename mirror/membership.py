@@ -19,6 +19,7 @@ from discovery.models import ServiceRef
 
 from .desired import FederatedMember
 from .federation import is_source, next_federated
+from .naming import MIRRORED_SERVICE
 from .objects import LocalObject, normalize
 from .writer import Writer
 
@@ -78,6 +79,14 @@ async def write_membership(
         if not read.ok and not read.not_found:
             return f"Failed to get federated service: {read.error}", True
         current = dict(read.body) if read.ok and read.body is not None else None
+        labels = ((current or {}).get("metadata") or {}).get("labels") or {}
+        if current is not None and labels.get(MIRRORED_SERVICE) != "true":
+            # Someone's own Service of that name: reported, never adopted.
+            return (
+                f"Failed to update federated service: a Service {ref.namespace}/{ref.name} "
+                f"exists that is not a mirror (no {MIRRORED_SERVICE} label)",
+                True,
+            )
         new = next_federated(
             current,
             service=ref,

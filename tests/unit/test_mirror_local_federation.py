@@ -149,3 +149,17 @@ async def test_a_member_already_listed_costs_no_request() -> None:
     assert await found.reconcile()
     assert transport.requests == []
     assert ServiceRef(NS, "web") in found.services
+
+
+async def test_a_same_named_service_that_is_not_ours_is_never_adopted() -> None:
+    """Regression: the read-modify-write merged the membership into anyone's
+    `web-federated` (its labels, annotations and ports replaced by the member's)."""
+    theirs = builders.service("web-federated", NS, labels={"owner": "someone"})
+    transport = Transport(
+        reply(404, status_body(404, "NotFound", "")),  # not in our cache: we create it...
+        reply(409, status_body(409, "AlreadyExists", "exists")),  # ...but it exists
+        reply(200, theirs),
+    )
+    found = federation(transport, builders.service("web", NS, labels=MEMBER))
+    assert not await found.reconcile()
+    assert [method for method, _, _ in transport.requests] == ["GET", "POST", "GET"]
