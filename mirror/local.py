@@ -86,7 +86,9 @@ def _project(kind: Kind, raw: Any, *, on_warning: Warn | None = None) -> Record 
             link=link,
             cluster_hint=hint if isinstance(hint, str) and _DNS_LABEL_RE.match(hint) else None,
             status=status if isinstance(status, Mapping) else {},
-            finalizers=tuple(f for f in finalizers or () if isinstance(f, str)),
+            finalizers=tuple(f for f in finalizers if isinstance(f, str))
+            if isinstance(finalizers, list)
+            else (),
             deleting=isinstance(meta, Mapping) and meta.get("deletionTimestamp") is not None,
         )
     if kind is Kind.SECRET:
