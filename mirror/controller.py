@@ -13,8 +13,14 @@ stops; they are deleted when their remote Service is unexported or gone
 (the worker's reconcile), and when the Link itself is deleted: the
 controller puts a finalizer on each Link it serves and, on deletion, removes
 every object of the Link (mirrors, Endpoints, federated memberships) before
-letting the Link go (the reference leaves them behind, Q7). A Link that
-cannot be used (its spec or credentials) keeps its mirrors until fixed.
+letting the Link go (the reference leaves them behind, Q7); the clean-up is
+retried until complete. A Link that cannot be used (its spec, its
+credentials, or a target cluster name another, older Link already serves)
+keeps its mirrors until fixed, and the Lease holder says why in a Warning
+Event on the Link (`InvalidLink`, `InvalidCredentials`).
+
+Beside the Links, the local federation (`local_federation.py`) keeps the
+local cluster's own members of federated Services, under its own Lease.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ liveness) and coalesced: a burst of events costs one reconcile, and at most
 one runs at a time. A periodic reconcile (`repair_period_s`) repairs drift
 that no event reports. Nothing is reconciled before the remote watches have
 listed everything: a half-listed target must never make mirrors look
-orphaned. A failed write is retried by the next reconcile, with backoff.
+orphaned. A failed reconcile is retried with backoff; an object whose write
+failed waits out its own backoff, so that other objects' events do not make
+it fail again and again (it stays reported in the Link's status meanwhile).
 
 Each worker is isolated: its own connection, tasks and backoff; a slow,
 broken or unreachable target delays only its own Link.
