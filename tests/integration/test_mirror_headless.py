@@ -33,7 +33,7 @@ from tests.integration.mirror_controller import (
     wait_gone,
     wait_object,
 )
-from tests.kube.workloads import FAKE_IMAGE, Kube, eventually
+from tests.kube.workloads import FAKE_IMAGE, Kube
 
 pytestmark = pytest.mark.integration
 
@@ -136,8 +136,23 @@ async def test_a_statefulset_gets_a_headless_root_and_a_mirror_per_pod(
             root,
             lambda o: root_addresses(o) == {"db-0": ips["db-0"]},
         )
-        await eventually(
-            lambda: get_object(east, "Service", namespace, root),
-            lambda o: o is not None and o["spec"]["clusterIP"] == "None",
-            what="the root stays headless",
+        # Scaled to zero and back: the root stays headless meanwhile, the pods come back.
+        await west.apps.patch_namespaced_stateful_set_scale(
+            "db", namespace, {"spec": {"replicas": 0}}
+        )
+        await wait_gone(east, "Service", namespace, pods["db-0"])
+        await wait_object(east, "Endpoints", namespace, root, lambda o: root_addresses(o) == {})
+        headless = await get_object(east, "Service", namespace, root)
+        assert headless is not None and headless["spec"]["clusterIP"] == "None"
+        assert headless["metadata"]["uid"] == service["metadata"]["uid"], "never re-created"
+        await west.apps.patch_namespaced_stateful_set_scale(
+            "db", namespace, {"spec": {"replicas": 2}}
+        )
+        await wait_object(
+            east,
+            "Endpoints",
+            namespace,
+            root,
+            lambda o: set(root_addresses(o)) == {"db-0", "db-1"},
+            what="both pods back in the root Endpoints",
         )
