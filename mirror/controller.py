@@ -288,7 +288,9 @@ class MirrorController:
         done = True
         wanted: dict[str, tuple[LinkRecord, _Inputs]] = {}
         owners = self._owners()
-        # A copy: the watch changes the table while a deletion below awaits.
+        # A snapshot: finalizing a deleted Link awaits API requests, and meanwhile
+        # the Link watch changes `local.links` (the Link itself goes once its
+        # finalizer is removed).
         for record in list(self.local.links.values()):
             link = record.link
             if link is None:

@@ -99,6 +99,7 @@ class GetHandler:
             )
         try:
             queue, initial, active = await self._open(request, context, stream)
+            del request  # kept by nothing now: ten thousand frames hold only what they write
             try:
                 for payload in initial:
                     yield payload

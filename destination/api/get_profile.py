@@ -124,7 +124,7 @@ class GetProfileHandler:
                 opened.initial,
                 opened.active,
             )
-            del opened
+            del opened, request  # the frame keeps only what writing needs
             active.inc()
             try:
                 for payload in initial:

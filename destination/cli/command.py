@@ -55,7 +55,7 @@ from typing import Any
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from destination.cli import clusters, endpoints, mirror, profile
+from destination.cli import clusters, endpoints, mirror, multicluster, profile
 from destination.cli.common import SubcommandHandler, Subparsers
 from destination.cli.settings import (
     Setting,
@@ -172,6 +172,7 @@ _SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     profile.register,
     clusters.register,
     mirror.register,
+    multicluster.register,
 )
 
 
