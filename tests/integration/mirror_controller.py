@@ -363,6 +363,18 @@ async def link_statuses(
     }
 
 
+async def status_of(
+    east: Kube, linked: Linked, field_name: str, namespace: str, remote: str
+) -> dict[str, Any]:
+    """The status entry of `remote`, once the worker has written one (after its objects)."""
+    statuses = await eventually(
+        lambda: link_statuses(east, linked, field_name, namespace),
+        lambda found: remote in found,
+        what=f"a {field_name} entry for {namespace}/{remote}",
+    )
+    return statuses[remote]
+
+
 async def link_events(east: Kube, linked: Linked) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Events recorded on the Link, oldest first."""
     listed = await east.core.list_namespaced_event(

@@ -29,6 +29,7 @@ from tests.integration.mirror_controller import (
     link,
     link_statuses,
     ports_of,
+    status_of,
     wait_gone,
     wait_object,
 )
@@ -101,9 +102,9 @@ async def test_members_of_three_clusters_join_and_leave_a_federated_service(
         what="north joins; the oldest Link (west) still gives the metadata",
     )
     assert ports_of(found) == [("http", 80, "TCP")]
-    statuses = await link_statuses(east, north_link, "federatedServices", namespace)
-    assert statuses["web"]["status"] == "True"
-    assert statuses["web"]["localRef"]["name"] == fed
+    status = await status_of(east, north_link, "federatedServices", namespace, "web")
+    assert status["status"] == "True"
+    assert status["localRef"]["name"] == fed
 
     # The local member joins: it always gives the metadata.
     await export(east, namespace, "web", MEMBER)

@@ -45,6 +45,7 @@ from tests.integration.mirror_controller import (
     patch_link,
     ports_of,
     read_link,
+    status_of,
     wait_gone,
     wait_object,
 )
@@ -116,9 +117,9 @@ async def test_an_exported_service_is_mirrored_kept_in_step_repaired_and_removed
         ("admin", GATEWAY_PORT, "TCP"),
         ("http", GATEWAY_PORT, "TCP"),
     ], "every port, by name, at the gateway port"
-    statuses = await link_statuses(east, linked, "mirrorServices", namespace)
-    assert statuses["web"]["status"] == "True" and statuses["web"]["reason"] == "Mirrored"
-    assert statuses["web"]["localRef"]["name"] == name
+    status = await status_of(east, linked, "mirrorServices", namespace, "web")
+    assert status["status"] == "True" and status["reason"] == "Mirrored"
+    assert status["localRef"]["name"] == name
 
     # The remote Service changes: labels, annotations and ports follow (Service and Endpoints).
     await west.core.patch_namespaced_service(

@@ -27,9 +27,9 @@ from tests.integration.mirror_controller import (
     host_ip,
     labels_of,
     link,
-    link_statuses,
     ports_of,
     running_mirror,
+    status_of,
     wait_gone,
     wait_object,
 )
@@ -121,8 +121,8 @@ async def test_a_statefulset_gets_a_headless_root_and_a_mirror_per_pod(
             what="root Endpoints: each hostname at its per-pod mirror's ClusterIP",
         )
         assert ports_of(endpoints) == [("tcp", 5432, "TCP")], "the remote ports, as they are"
-        statuses = await link_statuses(east, linked, "mirrorServices", namespace)
-        assert (statuses["db"]["status"], statuses["db"]["reason"]) == ("True", "Mirrored")
+        status = await status_of(east, linked, "mirrorServices", namespace, "db")
+        assert (status["status"], status["reason"]) == ("True", "Mirrored")
 
         # Scale down: the per-pod mirror of the pod that went goes, the root follows.
         await west.apps.patch_namespaced_stateful_set_scale(

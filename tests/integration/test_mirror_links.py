@@ -39,6 +39,7 @@ from tests.integration.mirror_controller import (
     patch_link,
     read_link,
     running_mirror,
+    status_of,
     wait_gone,
     wait_object,
 )
@@ -76,8 +77,8 @@ async def test_link_status_events_and_deletion_with_its_mirrors(
         assert ghost["message"] == "Namespace does not exist"
         assert "localRef" not in ghost, "never an empty localRef"
         assert ghost["entry"]["controllerName"] == "linkerd.io/service-mirror"
-        federated = await link_statuses(east, linked, "federatedServices", namespace)
-        assert federated["member"]["localRef"]["name"] == "member-federated"
+        member = await status_of(east, linked, "federatedServices", namespace, "member")
+        assert member["localRef"]["name"] == "member-federated"
         await eventually(
             lambda: link_events(east, linked),
             lambda events: (

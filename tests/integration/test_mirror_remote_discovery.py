@@ -36,7 +36,7 @@ from tests.integration.mirror_controller import (
     host_ip,
     labels_of,
     link,
-    link_statuses,
+    status_of,
     wait_gone,
     wait_object,
 )
@@ -66,9 +66,9 @@ async def test_a_remote_discovery_mirror_streams_the_target_pods_end_to_end(
         REMOTE_DISCOVERY: cluster,
         REMOTE_SERVICE: "web",
     }
-    statuses = await link_statuses(east, linked, "mirrorServices", namespace)
-    assert statuses["web"]["status"] == "True"
-    assert statuses["web"]["localRef"] == {
+    status = await status_of(east, linked, "mirrorServices", namespace, "web")
+    assert status["status"] == "True"
+    assert status["localRef"] == {
         "group": "core",
         "kind": "Service",
         "name": name,
