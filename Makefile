@@ -5,13 +5,16 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 PACKAGES := destination discovery
+CONTAINER_ENGINE ?= docker
+IMAGE ?= multicluster-destination:0.1.0
 
-.PHONY: setup binaries lint test unit integration demo clusters protos
+.PHONY: setup binaries lint test unit integration demo clusters protos manifests lock image
 
-$(VENV)/.installed: pyproject.toml
+# Runtime dependencies at the versions of constraints.txt, the ones the image installs.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $@
 
 ## setup: create .venv with the package and its dev tools
@@ -25,13 +28,27 @@ binaries:
 protos: setup
 	$(PY) protos/generate.py
 
-## lint: ruff, mypy --strict, import layering, generated stubs up to date
+## lint: ruff, mypy --strict, import layering, generated stubs, manifest copies and pins up to date
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) protos/generate.py --check
+	$(PY) deploy/kustomize/sync.py --check
+	$(PY) deploy/lock.py --check
+
+## manifests: copy deploy/*.yaml into the Kustomize base (after editing them)
+manifests: setup
+	$(PY) deploy/kustomize/sync.py
+
+## lock: pin the venv's runtime dependencies in constraints.txt (after upgrading one)
+lock: setup
+	$(PY) deploy/lock.py
+
+## image: build the container image (needs docker or podman: CONTAINER_ENGINE=podman)
+image:
+	$(CONTAINER_ENGINE) build -f Containerfile -t $(IMAGE) .
 
 ## test: everything CI runs: lint, unit tests, integration tests on real clusters
 test: setup binaries lint
@@ -47,6 +64,6 @@ integration: setup binaries
 clusters: setup binaries
 	$(PY) -m tests.kube up east west
 
-## demo: the README's main command: clusters, a demo workload, the server, a live endpoints view
+## demo: the multicluster walkthrough: two clusters, link-gen, the mirror and the server, live endpoint views
 demo: setup binaries
 	deploy/local/demo.sh

@@ -39,6 +39,7 @@ from destination.api.assembly import build_api
 from destination.api.server import SERVICE_NAME
 from destination.config import ServerConfig
 from destination.ops.admin import AdminServer
+from destination.ops.gc import GcPacer
 from destination.ops.metrics import DestinationMetrics
 from destination.translate.endpoints import MeshSettings, http2_params_from_json
 from discovery.cluster import ClusterCache
@@ -201,6 +202,8 @@ async def _run(
         )
 
         watches = asyncio.create_task(_watch_all(local, connection, store), name="cluster watches")
+        pacer = GcPacer(registry, freeze=config.gc_freeze, thaw_period_s=config.gc_thaw_period_s)
+        pacing = asyncio.create_task(pacer.run(), name="gc pacer")
 
         async def mark_serving() -> None:
             await local.wait_synced()
@@ -223,7 +226,7 @@ async def _run(
         await health_servicer.enter_graceful_shutdown()
         served.close_all()
         await server.stop(config.shutdown_grace_s)
-        tasks: tuple[asyncio.Task[Any], ...] = (watches, serving, stopped)
+        tasks: tuple[asyncio.Task[Any], ...] = (watches, serving, stopped, pacing)
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)

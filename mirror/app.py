@@ -32,10 +32,12 @@ from discovery.transport import KubernetesClientTransport
 from .config import MirrorConfig
 from .controller import MirrorController
 from .leases import LeaseSettings
+from .local_federation import LocalFederationSettings, exclusions
 from .metrics import MirrorMetrics
+from .selectors import LinkSelector, parse_selector_text
 from .worker import WorkerSettings
 
-__all__ = ["links_document", "run"]
+__all__ = ["links_document", "local_federation_settings", "run"]
 
 log = structlog.get_logger("mirror.app")
 
@@ -51,6 +53,18 @@ async def _local_client(kubeconfig: str | None) -> ApiClient:
     k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = API_CONNECTION_POOL
     return ApiClient(configuration)
+
+
+def local_federation_settings(config: MirrorConfig) -> LocalFederationSettings | None:
+    """The local member's settings, or None when no local Service joins (empty selector)."""
+    if not config.federated_service_selector.strip():
+        return None
+    return LocalFederationSettings(
+        selector=LinkSelector(parse_selector_text(config.federated_service_selector)),
+        excluded_labels=exclusions(config.excluded_labels),
+        excluded_annotations=exclusions(config.excluded_annotations),
+        repair_period_s=config.repair_period_s,
+    )
 
 
 def links_document(controller: MirrorController) -> dict[str, object]:
@@ -70,7 +84,9 @@ def links_document(controller: MirrorController) -> dict[str, object]:
                 "namespace": ref.namespace,
                 "cluster": spec.target_cluster_name if spec is not None else None,
                 "leader": bool(supervisor and supervisor.leadership.leading),
-                "state": worker.state if worker is not None else "standby",
+                "state": worker.state
+                if worker is not None
+                else ("invalid" if controller.problem_of(link.name) else "standby"),
                 "error": (worker.error if worker is not None else None)
                 or controller.problem_of(link.name),
                 "gateway": None
@@ -88,7 +104,12 @@ def links_document(controller: MirrorController) -> dict[str, object]:
                 "last_reconcile": worker.last_reconcile if worker is not None else None,
             }
         )
-    return {"links": links, "identity": controller.identity}
+    leadership = controller.local_federation_leadership
+    return {
+        "links": links,
+        "identity": controller.identity,
+        "local_federation": None if leadership is None else {"leader": leadership.leading},
+    }
 
 
 async def run(config: MirrorConfig, *, stop: asyncio.Event | None = None) -> int:
@@ -126,6 +147,7 @@ async def run(config: MirrorConfig, *, stop: asyncio.Event | None = None) -> int
                 retry_s=config.lease_retry_s,
             ),
             delete_mirrors_with_link=config.delete_mirrors_with_link,
+            local_federation=local_federation_settings(config),
         )
         admin = AdminServer(
             registry=registry,

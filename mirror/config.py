@@ -20,6 +20,8 @@ from destination.config import (
     parse_host_port,
 )
 
+from .selectors import SelectorError, parse_selector_text
+
 __all__ = ["MirrorConfig"]
 
 
@@ -86,6 +88,28 @@ class MirrorConfig:
             "first (a finalizer on the Link); off: they stay, as with Linkerd."
         },
     )
+    federated_service_selector: str = field(
+        default="mirror.linkerd.io/federated=member",
+        metadata={
+            "help": "Label selector (k=v, k in (a,b), !k, ...) of this cluster's own Services "
+            "that join <svc>-federated as its local member (local-discovery); empty: none "
+            "join. Links have their own federatedServiceSelector for their targets."
+        },
+    )
+    excluded_labels: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated labels a local member does not give its federated "
+            "Service (an entry ending in /* excludes a prefix), as a Link's excludedLabels."
+        },
+    )
+    excluded_annotations: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated annotations a local member does not give its federated "
+            "Service (an entry ending in /* excludes a prefix)."
+        },
+    )
     repair_period_s: float = field(
         default=60.0,
         metadata={"help": "Seconds between full reconciles of each Link (repairs drift)."},
@@ -141,6 +165,11 @@ class MirrorConfig:
                 "lease_renew_deadline_s",
                 "must lie between the retry interval and the lease duration",
             )
+        if self.federated_service_selector.strip():
+            try:
+                parse_selector_text(self.federated_service_selector)
+            except SelectorError as err:
+                raise ConfigError("federated_service_selector", str(err)) from None
         object.__setattr__(self, "log_level", normalize_log_level(self.log_level))
         try:
             object.__setattr__(self, "log_format", LogFormat(self.log_format))

@@ -24,11 +24,14 @@ Other deliberate differences, each where the reference writes an object the
 API server then refuses (and retries until it gives up): a mirror or
 federated name longer than 63 characters, and a Service without ports
 (which cannot be a ClusterIP Service), give an `InvalidService` condition
-and no object. A per-pod mirror's `remote-resource-version` is the remote
-Service's (the reference uses the remote Endpoints', which slices do not
-have). Gateway IPs are written sorted, as strings (as the reference resolves
-them); when they are unknown, or resolved to nothing, gateway Endpoints are
-kept as they are (the reference fails the write and retries).
+and no object; a Service that loses its ports keeps its existing mirror
+objects and federated membership as they are (`keep`, `keep_members`), so
+that an edit on the target never takes a service away. A per-pod mirror's
+`remote-resource-version` is the remote Service's (the reference uses the
+remote Endpoints', which slices do not have). Gateway IPs are written
+sorted, as strings (as the reference resolves them); when they are unknown,
+or resolved to nothing, gateway Endpoints are kept as they are (the
+reference fails the write and retries).
 """
 
 from __future__ import annotations
@@ -130,6 +133,9 @@ class Desired:
     members: tuple[FederatedMember, ...]
     mirror_conditions: tuple[Condition, ...]
     federated_conditions: tuple[Condition, ...]
+    # Federated Services whose membership of this Link is left as it is: the
+    # member's Service became unusable (no ports), which must not take it away.
+    keep_members: frozenset[ServiceRef] = frozenset()
 
 
 def _service_manifest(
@@ -194,6 +200,7 @@ class _Builder:
         self.link = situation.link
         self.objects: dict[ObjectKey, dict[str, Any]] = {}
         self.keep: set[ObjectKey] = set()
+        self.keep_members: set[ServiceRef] = set()
         self.create: set[str] = set()
         self.members: list[FederatedMember] = []
         self.mirror_conditions: list[Condition] = []
@@ -238,7 +245,11 @@ class _Builder:
             )
             return
         if not service.ports:
+            # The remote Service lost its ports (an ExternalName, a headless Service
+            # without ports): say so, and leave an existing mirror as it is.
             self.mirror_conditions.append(Condition(ref, False, INVALID_SERVICE, NO_PORTS))
+            self.keep.add(ObjectKey("Service", ref.namespace, name))
+            self.keep.add(ObjectKey("Endpoints", ref.namespace, name))
             return
         if not self.namespace_ready(ref.namespace):
             self.mirror_conditions.append(
@@ -403,6 +414,7 @@ class _Builder:
             return
         if not service.ports:
             self.federated_conditions.append(Condition(ref, False, INVALID_SERVICE, NO_PORTS))
+            self.keep_members.add(local)
             return
         if not self.namespace_ready(ref.namespace):
             self.federated_conditions.append(
@@ -440,6 +452,7 @@ def desired_state(situation: Situation) -> Desired:
     return Desired(
         objects=builder.objects,
         keep=frozenset(builder.keep),
+        keep_members=frozenset(builder.keep_members),
         namespaces_to_create=frozenset(builder.create),
         members=tuple(builder.members),
         mirror_conditions=tuple(builder.mirror_conditions),

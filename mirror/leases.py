@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,9 @@ class Leadership:
         now = _format(self._clock())
         return {
             "holderIdentity": self._identity,
-            "leaseDurationSeconds": int(self._settings.duration_s),
+            # Whole seconds, rounded up: a Lease shorter than what the holder
+            # renews against would let another replica take it too early.
+            "leaseDurationSeconds": max(1, math.ceil(self._settings.duration_s)),
             "acquireTime": acquired or now,
             "renewTime": now,
             "leaseTransitions": transitions,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = ["Credentials", "LinkRecord", "LocalState", "NamespaceRecord"]
 log = structlog.get_logger("mirror.local")
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,9 @@ class LinkRecord(ForeignRecord):
     status: Mapping[str, Any] = field(default_factory=dict, hash=False)
     finalizers: tuple[str, ...] = ()
     deleting: bool = False
+    # spec.targetClusterName when it is a DNS label, even if the rest of the spec
+    # is unusable: a Link deleted while broken still names the mirrors it owns.
+    cluster_hint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +79,16 @@ def _project(kind: Kind, raw: Any, *, on_warning: Warn | None = None) -> Record 
         meta = raw.get("metadata") or {}
         status = raw.get("status")
         finalizers = meta.get("finalizers") if isinstance(meta, Mapping) else None
+        spec = raw.get("spec")
+        hint = spec.get("targetClusterName") if isinstance(spec, Mapping) else None
         return LinkRecord(
             ref=ref,
             link=link,
+            cluster_hint=hint if isinstance(hint, str) and _DNS_LABEL_RE.match(hint) else None,
             status=status if isinstance(status, Mapping) else {},
-            finalizers=tuple(f for f in finalizers or () if isinstance(f, str)),
+            finalizers=tuple(f for f in finalizers if isinstance(f, str))
+            if isinstance(finalizers, list)
+            else (),
             deleting=isinstance(meta, Mapping) and meta.get("deletionTimestamp") is not None,
         )
     if kind is Kind.SECRET:

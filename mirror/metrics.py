@@ -13,8 +13,12 @@ Our own metrics are per Link and bounded by the number of Links.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["PROBE_LATENCY_BUCKETS", "MirrorMetrics"]
 
@@ -23,6 +27,63 @@ PROBE_LATENCY_BUCKETS = (
     1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000,
 )  # fmt: skip
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _Increment:
+    def __init__(self, counter: ReferenceCounter, values: tuple[str, ...]) -> None:
+        self._counter = counter
+        self._values = values
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._counter.add(self._values, amount)
+
+
+class ReferenceCounter(Collector):
+    """A counter exposed under exactly its name, as the reference's Go client exposes it.
+
+    prometheus_client names every counter's samples `<name>_total`; the
+    reference's counters are `gateway_probes` and
+    `service_mirror_endpoint_repairs`, which dashboards and tools query by
+    that name. So these are exposed as they are, untyped (the Prometheus text
+    format has no counter without `_total` in this client); the value only
+    ever grows, as a counter's.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._values: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Increment:
+        if len(values) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}")
+        return _Increment(self, tuple(str(v) for v in values))
+
+    def add(self, values: tuple[str, ...], amount: float) -> None:
+        if amount < 0:
+            raise ValueError("a counter only grows")
+        with self._lock:
+            self._values[values] = self._values.get(values, 0.0) + amount
+
+    def remove(self, *values: str) -> None:
+        with self._lock:
+            del self._values[tuple(values)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = Metric(self._name, self._documentation, "unknown")
+        with self._lock:
+            items = sorted(self._values.items())
+        for values, value in items:
+            family.add_sample(self._name, dict(zip(self._labelnames, values, strict=True)), value)
+        yield family
+
+
+_Series = Counter | Gauge | Histogram | ReferenceCounter
 
 
 class MirrorMetrics:
@@ -53,17 +114,17 @@ class MirrorMetrics:
             buckets=PROBE_LATENCY_BUCKETS,
             registry=registry,
         )
-        self.gateway_probes = Counter(
+        self.gateway_probes = ReferenceCounter(
             "gateway_probes",
             "Probes: successes, and failures once the failure threshold is reached.",
             [*cluster, "probe_successful"],
-            registry=registry,
+            registry,
         )
-        self.endpoint_repairs = Counter(
+        self.endpoint_repairs = ReferenceCounter(
             "service_mirror_endpoint_repairs",
             "Full reconciles of a Link's mirrors (periodic, and on gateway liveness changes).",
             cluster,
-            registry=registry,
+            registry,
         )
         link = ["link"]
         self.reconciles = Histogram(
@@ -110,7 +171,7 @@ class MirrorMetrics:
             link,
             registry=registry,
         )
-        self._by_cluster: tuple[tuple[Counter | Gauge | Histogram, tuple[str, ...]], ...] = (
+        self._by_cluster: tuple[tuple[_Series, tuple[str, ...]], ...] = (
             (self.gateway_enabled, ("target_cluster_name",)),
             (self.gateway_alive, ("target_cluster_name",)),
             (self.gateway_latency, ("target_cluster_name",)),
@@ -118,7 +179,7 @@ class MirrorMetrics:
             (self.gateway_probes, ("target_cluster_name", "probe_successful")),
             (self.endpoint_repairs, ("target_cluster_name",)),
         )
-        self._by_link: tuple[tuple[Counter | Gauge | Histogram, tuple[str, ...]], ...] = (
+        self._by_link: tuple[tuple[_Series, tuple[str, ...]], ...] = (
             (self.reconciles, ("link",)),
             (self.change_to_write, ("link",)),
             (self.writes, ("link", "kind", "verb")),
@@ -128,17 +189,19 @@ class MirrorMetrics:
             (self.leader, ("link",)),
         )
 
-    def forget_link(self, link: str, cluster: str) -> None:
-        """Remove every series of a Link and of its target cluster (public API only)."""
+    def forget_cluster(self, cluster: str) -> None:
+        """Remove every series of a target cluster (a Link gone, or retargeted)."""
         for metric, labels in self._by_cluster:
             _remove_matching(metric, labels, cluster)
+
+    def forget_link(self, link: str, cluster: str) -> None:
+        """Remove every series of a Link and of its target cluster (public API only)."""
+        self.forget_cluster(cluster)
         for metric, labels in self._by_link:
             _remove_matching(metric, labels, link)
 
 
-def _remove_matching(
-    metric: Counter | Gauge | Histogram, labels: tuple[str, ...], value: str
-) -> None:
+def _remove_matching(metric: _Series, labels: tuple[str, ...], value: str) -> None:
     """Remove the children whose first label is `value`, read from what collect() reports."""
     series = {
         tuple(sample.labels[name] for name in labels)

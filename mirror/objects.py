@@ -38,6 +38,15 @@ def _strings(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str)}
 
 
+def _items(value: Any) -> list[Any]:
+    """A list field, or nothing: our objects can be edited by anyone allowed to."""
+    return value if isinstance(value, list) else []
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _port(raw: Any) -> dict[str, Any]:
     item = raw if isinstance(raw, Mapping) else {}
     port: dict[str, Any] = {"port": item.get("port"), "protocol": item.get("protocol") or "TCP"}
@@ -49,22 +58,22 @@ def _port(raw: Any) -> dict[str, Any]:
 
 def _subsets(raw: Any) -> list[dict[str, Any]]:
     subsets = []
-    for subset in raw if isinstance(raw, list) else []:
+    for subset in _items(raw):
         if not isinstance(subset, Mapping):
             continue
         normalized: dict[str, Any] = {}
         for key in ("addresses", "notReadyAddresses"):
             addresses = [
                 {k: a[k] for k in ("ip", "hostname") if isinstance(a, Mapping) and a.get(k)}
-                for a in subset.get(key) or []
+                for a in _items(subset.get(key))
             ]
             if addresses:
                 normalized[key] = sorted(
-                    addresses, key=lambda a: (a.get("ip", ""), a.get("hostname", ""))
+                    addresses, key=lambda a: (str(a.get("ip", "")), str(a.get("hostname", "")))
                 )
         normalized["ports"] = sorted(
-            (_port(p) for p in subset.get("ports") or []),
-            key=lambda p: (str(p.get("name", "")), p.get("port") or 0),
+            (_port(p) for p in _items(subset.get("ports"))),
+            key=lambda p: (str(p.get("name", "")), _number(p.get("port"))),
         )
         if normalized.get("addresses") or normalized.get("notReadyAddresses"):
             subsets.append(normalized)
@@ -84,8 +93,8 @@ def normalize(kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         assert isinstance(spec, Mapping)
         result["headless"] = spec.get("clusterIP") == "None"
         result["ports"] = sorted(
-            (_port(p) for p in spec.get("ports") or []),
-            key=lambda p: (p.get("port") or 0, str(p.get("protocol"))),
+            (_port(p) for p in _items(spec.get("ports"))),
+            key=lambda p: (_number(p.get("port")), str(p.get("protocol"))),
         )
     else:
         result["subsets"] = _subsets(raw.get("subsets"))

@@ -173,20 +173,44 @@ class HeadlessEndpoint:
 
 
 class RemoteView:
-    """The target cluster's Services and EndpointSlices, as one Link's worker holds them."""
+    """The target cluster's Services and EndpointSlices, as one Link's worker holds them.
 
-    def __init__(self) -> None:
+    At most `limit` objects of each kind are kept (`--remote-max-objects-per-kind`):
+    a target that invents objects must not exhaust the controller's memory. A new
+    object past the limit is refused (`refused` counts them), a list is cut to
+    its first `limit` objects by name; objects already held are always updated.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
         self.services: dict[ServiceRef, RemoteService] = {}
         self.slices: dict[ObjectRef, SliceInfo] = {}
         self._slices_by_service: defaultdict[ServiceRef, set[ObjectRef]] = defaultdict(set)
+        self.limit = limit
+        self.refused = 0
+
+    def _full(self, table: Mapping[Any, Any], key: Any) -> bool:
+        if self.limit is None or key in table or len(table) < self.limit:
+            return False
+        self.refused += 1
+        return True
+
+    def _cut(self, items: dict[Any, Any]) -> dict[Any, Any]:
+        if self.limit is None or len(items) <= self.limit:
+            return items
+        self.refused += len(items) - self.limit
+        return {key: items[key] for key in sorted(items)[: self.limit]}
 
     def put_service(self, service: RemoteService) -> None:
+        if self._full(self.services, service.service):
+            return
         self.services[service.service] = service
 
     def drop_service(self, ref: ServiceRef) -> None:
         self.services.pop(ref, None)
 
     def put_slice(self, info: SliceInfo) -> None:
+        if self._full(self.slices, info.ref):
+            return
         self.drop_slice(info.ref)
         self.slices[info.ref] = info
         self._slices_by_service[info.service].add(info.ref)
@@ -201,12 +225,12 @@ class RemoteView:
                     del self._slices_by_service[old.service]
 
     def replace_services(self, services: Iterable[RemoteService]) -> None:
-        self.services = {s.service: s for s in services}
+        self.services = self._cut({s.service: s for s in services})
 
     def replace_slices(self, slices: Iterable[SliceInfo]) -> None:
         self.slices = {}
         self._slices_by_service = defaultdict(set)
-        for info in slices:
+        for info in self._cut({info.ref: info for info in slices}).values():
             self.put_slice(info)
 
     def slices_of(self, service: ServiceRef) -> list[SliceInfo]:

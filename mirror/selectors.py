@@ -28,7 +28,13 @@ from typing import Any
 from discovery.models import LabelSelector, SelectorRequirement
 from discovery.project import label_selector
 
-__all__ = ["LinkSelector", "SelectorError", "parse_selector_text", "selector_to_json"]
+__all__ = [
+    "LinkSelector",
+    "SelectorError",
+    "parse_selector_text",
+    "selector_query",
+    "selector_to_json",
+]
 
 # Label keys and values (Kubernetes validation, simplified to what matters here).
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -198,3 +204,20 @@ def selector_to_json(selector: LabelSelector) -> dict[str, Any]:
             for e in selector.expressions
         ]
     return document
+
+
+def selector_query(selector: LabelSelector) -> str:
+    """The selector as the API's `labelSelector` query parameter (what `parse_selector_text`
+    reads back): the API server then sends only the Services it selects."""
+    parts = [f"{key}={value}" for key, value in selector.match_labels]
+    for requirement in selector.expressions:
+        values = ",".join(sorted(requirement.values))
+        if requirement.operator == "In":
+            parts.append(f"{requirement.key} in ({values})")
+        elif requirement.operator == "NotIn":
+            parts.append(f"{requirement.key} notin ({values})")
+        elif requirement.operator == "Exists":
+            parts.append(requirement.key)
+        else:
+            parts.append(f"!{requirement.key}")
+    return ",".join(parts)

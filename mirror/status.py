@@ -6,7 +6,9 @@ recommends (§8.1): `lastTransitionTime` changes only when a condition's
 status or reason does (Q15); both lists are always written, so dropping the
 last entry really empties the list (Q21); `localRef` is absent on failure,
 never an empty object (v1alpha2's bug, #14433). Nothing is written when the
-computed status equals the current one.
+computed status equals the current one. `group` is left out of both refs, so
+the CRD's default (`core`) fills it, as for the reference (whose Go structs
+omit the empty string).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ def _entry(condition: Condition, previous: Mapping[str, Any] | None, now: str) -
     }
     if condition.local is not None:
         entry_condition["localRef"] = {
-            "group": "",
             "kind": "Service",
             "name": condition.local.name,
             "namespace": condition.local.namespace,
@@ -48,7 +49,6 @@ def _entry(condition: Condition, previous: Mapping[str, Any] | None, now: str) -
     return {
         "controllerName": CONTROLLER_NAME,
         "remoteRef": {
-            "group": "",
             "kind": "Service",
             "name": condition.remote.name,
             "namespace": condition.remote.namespace,

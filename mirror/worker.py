@@ -14,7 +14,9 @@ liveness) and coalesced: a burst of events costs one reconcile, and at most
 one runs at a time. A periodic reconcile (`repair_period_s`) repairs drift
 that no event reports. Nothing is reconciled before the remote watches have
 listed everything: a half-listed target must never make mirrors look
-orphaned. A failed write is retried by the next reconcile, with backoff.
+orphaned. A failed reconcile is retried with backoff; an object whose write
+failed waits out its own backoff, so that other objects' events do not make
+it fail again and again (it stays reported in the Link's status meanwhile).
 
 Each worker is isolated: its own connection, tasks and backoff; a slow,
 broken or unreachable target delays only its own Link.
@@ -41,22 +43,25 @@ from discovery.reflector import Deleted, Listed, ReflectorEvent
 from discovery.transport import ApiTransport, remote_transport_from_kubeconfig
 
 from .desired import Condition, Desired, Situation, desired_state
-from .federation import is_source, next_federated, parse_remote_members
+from .events import record_link_event
+from .federation import parse_remote_members
 from .links import LINK_API, Link, LinkSpec
 from .local import Credentials, LocalState
+from .membership import write_membership
 from .metrics import MirrorMetrics
 from .naming import (
     CLUSTER_NAME,
     FEDERATED_SUFFIX,
+    HEADLESS_MIRROR_OF,
     MIRRORED_SERVICE,
     REMOTE_DISCOVERY,
     remote_name,
 )
-from .objects import Action, LocalObject, normalize, plan
+from .objects import Action, LocalObject, Step, plan
 from .probe import GatewayProbe
 from .remote import RemoteService, RemoteView, project_remote_service
 from .status import link_status
-from .writer import Writer, object_path
+from .writer import Writer
 
 __all__ = ["LinkWorker", "WorkerSettings"]
 
@@ -66,6 +71,15 @@ RESOLVE_TIMEOUT_S = 5.0
 WRITE_CONCURRENCY = 16
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An object whose last write failed: not tried again before `until` (loop time)."""
+
+    until: float
+    delay: float
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +144,7 @@ class LinkWorker:
         self._metrics = metrics
         self._discovery_metrics = discovery_metrics
         self._settings = settings
-        self.remote = RemoteView()
+        self.remote = RemoteView(limit=settings.max_objects_per_kind)
         self.connection: Connection | None = None
         self.probe: GatewayProbe | None = None
         self.alive = True
@@ -142,6 +156,8 @@ class LinkWorker:
         self._dirty_since: float | None = None
         self._retry_s = RETRY_INITIAL_S
         self._events_sent: set[tuple[str, str]] = set()
+        self._refused_reported = 0
+        self._held: dict[tuple[str, ObjectRef], _Held] = {}
         self._log = log.bind(link=link.name, cluster=self.cluster)
 
     # -- triggers ----------------------------------------------------------------
@@ -170,6 +186,13 @@ class LinkWorker:
                 self.remote.put_service(record)
             elif isinstance(record, SliceInfo):
                 self.remote.put_slice(record)
+        if self.remote.refused > 2 * self._refused_reported:  # logged ever more rarely
+            self._log.warning(
+                "remote_objects_refused",
+                refused=self.remote.refused,
+                limit=self._settings.max_objects_per_kind,
+            )
+            self._refused_reported = self.remote.refused
         self.mark_dirty(received)
 
     def _liveness_changed(self, alive: bool) -> None:
@@ -354,9 +377,18 @@ class LinkWorker:
             or obj.labels.get(CLUSTER_NAME) == self.cluster
         }
 
-    def _remote_of(self, kind_ref: tuple[str, ObjectRef]) -> ServiceRef:
+    def _remote_of(
+        self, kind_ref: tuple[str, ObjectRef], step: Step, obj: LocalObject | None
+    ) -> ServiceRef:
+        """The remote Service an object mirrors (a per-pod mirror's is its root's)."""
         _, ref = kind_ref
-        name = remote_name(ref.name, self.cluster) or ref.name
+        labels: Mapping[str, Any] = (
+            ((step.manifest or {}).get("metadata") or {}).get("labels") or {}
+            if step.manifest is not None
+            else (obj.labels if obj is not None else {})
+        )
+        local = str(labels.get(HEADLESS_MIRROR_OF) or ref.name)
+        name = remote_name(local, self.cluster) or local
         return ServiceRef(ref.namespace, name)
 
     async def _apply_objects(self, desired: Desired, failures: dict[ServiceRef, str]) -> bool:
@@ -369,25 +401,50 @@ class LinkWorker:
                 steps.append((local_key, step, actual.get(local_key)))
         wanted = {(k.kind, ObjectRef(k.namespace, k.name)) for k in desired.objects}
         kept = {(k.kind, ObjectRef(k.namespace, k.name)) for k in desired.keep}
+        # A kept headless root keeps its per-pod mirrors (and their Endpoints) too.
+        kept_roots = {ref for kind, ref in kept if kind == "Service"}
+        kept |= {
+            (kind, ref)
+            for (kind, ref), obj in actual.items()
+            if ObjectRef(ref.namespace, obj.labels.get(HEADLESS_MIRROR_OF, "")) in kept_roots
+        }
         for local_key, obj in actual.items():
             if local_key not in wanted and local_key not in kept:
                 steps.append((local_key, plan(None, obj), obj))
-        if not steps:
+        # An object whose last write failed waits out its own backoff: the events
+        # of other objects must not make it fail again and again (the reference
+        # backs off per item too). What it still lacks is reported meanwhile.
+        now = asyncio.get_running_loop().time()
+        pending = {local_key for local_key, _, _ in steps}
+        self._held = {key: held for key, held in self._held.items() if key in pending}
+        ready = []
+        for local_key, step, obj in steps:
+            held = self._held.get(local_key)
+            if held is not None and now < held.until:
+                failures[self._remote_of(local_key, step, obj)] = held.error
+            else:
+                ready.append((local_key, step, obj))
+        if not ready:
             return False
         # Services before their Endpoints: an Endpoints object names its Service.
-        steps.sort(key=lambda s: (s[0][0] != "Service", s[0][1]))
+        ready.sort(key=lambda s: (s[0][0] != "Service", s[0][1]))
         semaphore = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def run(local_key: tuple[str, ObjectRef], step: Any, obj: LocalObject | None) -> None:
             kind, ref = local_key
             async with semaphore:
                 error = await self._apply_step(kind, ref, step, obj)
-            if error is not None:
-                failures[self._remote_of(local_key)] = error
-                self._log.warning("mirror_write_failed", object=f"{kind} {ref}", error=error)
+            if error is None:
+                self._held.pop(local_key, None)
+                return
+            failures[self._remote_of(local_key, step, obj)] = error
+            self._log.warning("mirror_write_failed", object=f"{kind} {ref}", error=error)
+            previous = self._held.get(local_key)
+            delay = min(previous.delay * 2, RETRY_MAX_S) if previous else RETRY_INITIAL_S
+            self._held[local_key] = _Held(asyncio.get_running_loop().time() + delay, delay, error)
 
-        services = [s for s in steps if s[0][0] == "Service"]
-        others = [s for s in steps if s[0][0] != "Service"]
+        services = [s for s in ready if s[0][0] == "Service"]
+        others = [s for s in ready if s[0][0] != "Service"]
         for batch in (services, others):
             await asyncio.gather(*(run(*s) for s in batch))
         return True
@@ -437,12 +494,14 @@ class LinkWorker:
             for m in desired.members
         }
         touched = set(members)
+        kept = desired.keep_members
         for ref, obj in self._local.services.items():
             if not ref.name.endswith(FEDERATED_SUFFIX):
                 continue
             entries = parse_remote_members(obj.annotations.get(REMOTE_DISCOVERY))
             if any(cluster == self.cluster for _, cluster in entries):
                 touched.add(ServiceRef(*ref))
+        touched -= kept
         created = {
             record.link.spec.target_cluster_name: record.link.created
             for record in self._local.links.values()
@@ -451,59 +510,19 @@ class LinkWorker:
         wrote = False
         for ref in sorted(touched):
             member = members.get(ref)
-            error, did_write = await self._federate_one(ref, member, created)
+            error, did_write = await write_membership(
+                self._writer,
+                writer_name=self.link.name,
+                ref=ref,
+                cluster=self.cluster,
+                member=member,
+                created=created,
+                cached=self._local.services.get(ObjectRef(*ref)),
+            )
             wrote |= did_write
             if error is not None and member is not None:
                 failures[member.service] = error
         return wrote
-
-    async def _federate_one(
-        self, ref: ServiceRef, member: Any, created: Mapping[str, str]
-    ) -> tuple[str | None, bool]:
-        cached = self._local.services.get(ObjectRef(*ref))
-        view = _as_manifest(cached)
-        new = next_federated(
-            view,
-            service=ref,
-            cluster=self.cluster,
-            member=member,
-            source=is_source(view, self.cluster, created),
-        )
-        if _same(new, view):
-            return None, False
-        link = self.link.name
-        for _ in range(3):  # read-modify-write: other Links write this Service too
-            current = await self._read_service(ref)
-            new = next_federated(
-                current,
-                service=ref,
-                cluster=self.cluster,
-                member=member,
-                source=is_source(current, self.cluster, created),
-            )
-            if _same(new, current):
-                return None, True
-            if new is None:
-                uid = ((current or {}).get("metadata") or {}).get("uid")
-                written = await self._writer.delete(
-                    link, "Service", ref.namespace, ref.name, uid=uid
-                )
-            elif current is None:
-                written = await self._writer.create(link, new)
-            else:
-                new["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
-                written = await self._writer.replace(link, new)
-            if written.ok:
-                return None, True
-            if not written.conflict:
-                return f"Failed to update federated service: {written.error}", True
-        return "Failed to update federated service: conflicting writers", True
-
-    async def _read_service(self, ref: ServiceRef) -> dict[str, Any] | None:
-        written = await self._writer.raw(
-            self.link.name, "Service", "get", "GET", object_path("Service", *ref)
-        )
-        return dict(written.body) if written.ok and written.body is not None else None
 
     async def _write_status(
         self, mirror: tuple[Condition, ...], federated: tuple[Condition, ...]
@@ -543,37 +562,7 @@ class LinkWorker:
         self._events_sent = now
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
-        namespace = self.link.ref.namespace
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{self.link.name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "multicluster.linkerd.io/v1alpha3",
-                "kind": "Link",
-                "name": self.link.name,
-                "namespace": namespace,
-                "uid": self.link.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": kind,
-            "source": {"component": "multicluster-mirror"},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        written = await self._writer.raw(
-            self.link.name,
-            "Event",
-            "create",
-            "POST",
-            f"/api/v1/namespaces/{namespace}/events",
-            body,
-        )
-        if not written.ok:
-            self._log.info("event_not_recorded", reason=reason, error=written.error)
+        await record_link_event(self._writer, self.link, kind, reason, message)
 
 
 def _with_failures(
@@ -585,23 +574,3 @@ def _with_failures(
         else c
         for c in conditions
     )
-
-
-def _as_manifest(obj: LocalObject | None) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return {
-        "metadata": {
-            "name": obj.ref.name,
-            "namespace": obj.ref.namespace,
-            "labels": dict(obj.labels),
-            "annotations": dict(obj.annotations),
-        },
-        "spec": {"ports": list(obj.normalized.get("ports", []))},
-    }
-
-
-def _same(new: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> bool:
-    if new is None or current is None:
-        return new is None and current is None
-    return normalize("Service", new) == normalize("Service", current)

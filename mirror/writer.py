@@ -5,7 +5,8 @@ Every write is one request with a bounded timeout; its outcome is a value
 API server rejects, a namespace being deleted) is reported for that object
 and never stops the rest of a reconcile. Writes are counted by Link, kind
 and verb (`mirror_writes_total`), which is how the benchmark checks "one
-write per changed object, none for unchanged ones".
+write per changed object, none for unchanged ones"; reads (`read`) are not
+counted, so a replica that only reads shows no writes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ _JSON = {"Content-Type": "application/json"}
 MAX_RESPONSE = 1024 * 1024
 
 _PLURAL = {"Service": "services", "Endpoints": "endpoints", "Namespace": "namespaces"}
+
+
+def _describe(status: int, raw: bytes) -> str:
+    """`HTTP <status>: <reason>: <message>` of a refused write, made printable.
+
+    Not `ApiError`'s own text: its hints explain a *reader's* failures (a 403
+    there means "the credentials lack list/watch permission"), which would
+    mislead in a Link's status about a write of the controller's own identity.
+    """
+    error = ApiError.from_body(status, raw)
+    detail = ": ".join(part for part in (error.reason, error.message) if part)
+    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
 
 
 def collection_path(kind: str, namespace: str) -> str:
@@ -82,8 +95,10 @@ class Writer:
         headers: Mapping[str, str] | None = None,
         *,
         ok_statuses: tuple[int, ...] = (200, 201),
+        counted: bool = True,
     ) -> Written:
-        self._metrics.writes.labels(link, kind, verb).inc()
+        if counted:
+            self._metrics.writes.labels(link, kind, verb).inc()
         try:
             async with await self._api.request(
                 method, path, json_body=body, headers=headers, client_timeout=_TIMEOUT
@@ -91,7 +106,8 @@ class Writer:
                 raw = await response.content.read(MAX_RESPONSE)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            self._metrics.write_failures.labels(link, kind, verb).inc()
+            if counted:
+                self._metrics.write_failures.labels(link, kind, verb).inc()
             return Written(0, f"{verb} {kind}: {type(err).__name__}: {err}"[:300])
         document: Mapping[str, Any] | None = None
         try:
@@ -101,10 +117,16 @@ class Writer:
             document = None
         if status in ok_statuses:
             return Written(status, None, document)
-        error = ApiError.from_body(status, raw).args[0] if raw else f"HTTP {status}"
-        if status not in (404, 409):
+        error = _describe(status, raw)
+        if status not in (404, 409) and counted:
             self._metrics.write_failures.labels(link, kind, verb).inc()
         return Written(status, f"{verb} {kind}: {error}"[:300], document)
+
+    async def read(self, link: str, kind: str, namespace: str, name: str) -> Written:
+        """GET one object from the API (not the cache): not a write, so not counted."""
+        return await self._send(
+            link, kind, "get", "GET", object_path(kind, namespace, name), counted=False
+        )
 
     async def create(self, link: str, manifest: Mapping[str, Any]) -> Written:
         kind = str(manifest["kind"])

@@ -123,6 +123,8 @@ _STRING_FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     "log_level": ("{debug,info,warning,error,critical}", text),
     "log_format": ("{json,console}", text),
     "shutdown_grace_s": ("SECONDS", seconds),
+    "gc_freeze": ("BOOL", boolean),
+    "gc_thaw_period_s": ("SECONDS", seconds),
 }
 
 

@@ -1,4 +1,5 @@
-"""Integration fixtures: a destination server on `east`, a second API server of west."""
+"""Integration fixtures: a destination server on `east`, a second API server of west, and
+the service-mirror controller with a namespace of its own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.integration.destination_client import Server, running_server
+from tests.integration.mirror_controller import (
+    Mirror,
+    create_controller_namespace,
+    delete_controller_namespace,
+    running_mirror,
+)
 from tests.kube.cluster import ExtraApiServer
 from tests.kube.workloads import Kube
 
@@ -32,3 +39,18 @@ async def west_ha(west: Kube) -> AsyncIterator[ExtraApiServer]:
         yield extra
     finally:
         await asyncio.to_thread(extra.stop)
+
+
+@pytest.fixture
+async def controller_namespace(east: Kube) -> AsyncIterator[str]:
+    """A fresh namespace of `east` for one test's mirror controller, its Links and Leases."""
+    name = await create_controller_namespace(east)
+    yield name
+    await delete_controller_namespace(east, name)
+
+
+@pytest.fixture
+async def mirror(east: Kube, controller_namespace: str) -> AsyncIterator[Mirror]:
+    """`destination mirror` on `east` for this test, with short repair and lease periods."""
+    async with running_mirror(east, controller_namespace) as started:
+        yield started

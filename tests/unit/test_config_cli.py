@@ -143,6 +143,8 @@ NON_DEFAULTS: dict[str, tuple[str, object]] = {
     "log_level": ("debug", "debug"),
     "log_format": ("console", LogFormat.CONSOLE),
     "shutdown_grace_s": ("0", 0.0),
+    "gc_freeze": ("false", False),
+    "gc_thaw_period_s": ("120", 120.0),
 }
 
 SETTINGS = {setting.name: setting for setting in serve_settings()}

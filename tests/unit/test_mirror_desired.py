@@ -348,11 +348,20 @@ def test_services_no_selector_matches_are_not_mirrored() -> None:
 
 
 def test_a_service_without_ports_is_invalid_not_an_empty_cluster_ip_service() -> None:
-    """Regression: it was written as a ClusterIP Service without ports, which the API refuses."""
+    """Regression: it was written as a ClusterIP Service without ports, which the API refuses;
+    and a mirror (or membership) it had before its ports went is kept, never deleted."""
     for labels in (EXPORTED, REMOTE_DISCOVERY, MEMBER):
         bare = remote_service(labels=labels, ports=(), type="ExternalName")
         desired = desired_state(situation(view(bare)))
-        nothing_written(desired)
+        assert desired.objects == {}
+        assert desired.namespaces_to_create == frozenset()
+        assert desired.members == ()
+        if labels is MEMBER:
+            assert desired.keep == frozenset()
+            assert desired.keep_members == frozenset({ServiceRef(NS, "web-federated")})
+        else:
+            assert desired.keep == {service_key("web-east"), endpoints_key("web-east")}
+            assert desired.keep_members == frozenset()
         (condition,) = desired.mirror_conditions + desired.federated_conditions
         assert (condition.mirrored, condition.reason) == (False, "InvalidService")
         assert condition.message == "object spec has no exposed ports"
@@ -810,9 +819,16 @@ def test_desired_state_invariants(
         else:
             assert manifest["spec"]["ports"]
     assert not desired.keep & set(desired.objects)
-    assert all(key.kind == "Endpoints" for key in desired.keep)
+    # Kept whole: the mirror of a Service that has no ports (it may have had some).
+    portless = {
+        ObjectKey(kind, c.remote.namespace, f"{c.remote.name}-east")
+        for c in desired.mirror_conditions
+        if c.message == "object spec has no exposed ports"
+        for kind in ("Service", "Endpoints")
+    }
+    assert all(key.kind == "Endpoints" or key in portless for key in desired.keep)
     if ips:
-        assert desired.keep == frozenset()
+        assert desired.keep <= portless
 
     # One condition per handled Service; a Mirrored one names a desired Service.
     handled = [
@@ -889,3 +905,20 @@ def test_an_existing_headless_mirror_stays_headless_when_the_remote_scales_to_ze
     )
     assert kept.objects[service_key("db-east")]["spec"]["clusterIP"] == "None"
     assert kept.objects[endpoints_key("db-east")]["subsets"] == []
+
+
+def test_a_remote_view_keeps_at_most_its_limit_of_each_kind() -> None:
+    """Regression: `--remote-max-objects-per-kind` was accepted and never applied, so a
+    target inventing Services grew the controller's memory without bound."""
+    remote = RemoteView(limit=2)
+    services = [remote_service(name) for name in ("a", "b", "c")]
+    remote.replace_services(services)
+    assert sorted(ref.name for ref in remote.services) == ["a", "b"]
+    remote.put_service(remote_service("d"))
+    assert "d" not in {ref.name for ref in remote.services}
+    updated = remote_service("a", labels={"team": "x"})
+    remote.put_service(updated)  # one already held is always updated
+    assert remote.services[updated.service] is updated
+    remote.replace_slices([remote_slice(name) for name in ("a", "b", "c")])
+    assert len(remote.slices) == 2
+    assert remote.refused == 3
