@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from . import linkerd_go
+from .compare import add_ratios
+from .contenders import OURS, CompareSpec
 from .profiles import run_profile
 from .report import check_targets, table
 from .run import Options, run_all
-from .scenarios import DEFAULT_NAMES, NAMES, SoakSettings, build
+from .scenarios import DEFAULT_NAMES, GROUPS, NAMES, SHAPE_NAMES, SoakSettings, build, expand
 from .soak import run_soak
 
 
@@ -24,9 +27,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenario",
-        choices=[*NAMES, "all"],
+        choices=[*NAMES, *GROUPS],
         default="all",
-        help=f"all: {', '.join(DEFAULT_NAMES)} (soak and profile run only when named)",
+        help=f"all: {', '.join(DEFAULT_NAMES)} (the others run only when named); "
+        f"shapes: {', '.join(SHAPE_NAMES)} (issue 12's side-by-side shapes)",
     )
     p.add_argument(
         "--cycles",
@@ -101,6 +105,43 @@ def parser() -> argparse.ArgumentParser:
         help="extra argument for `destination serve` (repeat; e.g. "
         "--server-arg=--stream-stuck-deadline-s=3600)",
     )
+    side = p.add_argument_group(
+        "side by side",
+        "run a second destination server on the same cluster at the same time, with the same "
+        "settings and its own client processes opening the same streams, and report both and "
+        "the ratios ours/theirs (bench/README.md, 'Side by side with Linkerd's Go controller')",
+    )
+    second = side.add_mutually_exclusive_group()
+    second.add_argument(
+        "--compare-with",
+        choices=["linkerd", "ours"],
+        default=None,
+        help="linkerd: Linkerd's Go destination controller, built by "
+        "deploy/local/build-linkerd-destination.sh (results named 'go'); ours: a second copy "
+        "of our server, an A/A check of the harness ('py2')",
+    )
+    second.add_argument(
+        "--compare-command",
+        metavar="TEMPLATE",
+        default=None,
+        help="any other destination server: a command line (split like a shell would, run "
+        "without one) with placeholders {grpc_address}, {admin_address}, {kubeconfig}, "
+        "{controller_namespace}, {cluster_domain}, {identity_trust_domain}, "
+        "{default_opaque_ports}; it must answer /ready on {admin_address} ('other')",
+    )
+    side.add_argument(
+        "--linkerd-controller",
+        metavar="PATH",
+        default=None,
+        help="with --compare-with linkerd: the controller binary (default: the pinned build "
+        "in the cache)",
+    )
+    side.add_argument(
+        "--second-first",
+        action="store_true",
+        help="start the second server and its clients before ours (and poll them first): "
+        "run once each way to tell an order effect from a difference between the servers",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results")
     p.add_argument(
         "--note",
@@ -108,6 +149,19 @@ def parser() -> argparse.ArgumentParser:
         help="a note kept in the JSON (e.g. 'trial run on a shared machine: numbers not final')",
     )
     return p
+
+
+def compare_spec(args: argparse.Namespace) -> CompareSpec | None:
+    """The second server of a side-by-side run, from the flags (None: ours alone)."""
+    if args.second_first and args.compare_with is None and args.compare_command is None:
+        raise ValueError("--second-first goes with --compare-with or --compare-command")
+    if args.linkerd_controller and args.compare_with != "linkerd":
+        raise ValueError("--linkerd-controller goes with --compare-with linkerd")
+    if args.compare_command is not None:
+        return CompareSpec("command", command=args.compare_command)
+    if args.compare_with is not None:
+        return CompareSpec(args.compare_with, binary=args.linkerd_controller)
+    return None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -126,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             "error: --client-procs, --channels-per-proc and --cycles must be >= 1", file=sys.stderr
         )
         return 2
-    names = list(DEFAULT_NAMES) if args.scenario == "all" else [args.scenario]
+    names = list(expand(args.scenario))
     try:
+        compare = compare_spec(args)
+        if compare is not None and "soak" in names:
+            raise ValueError("the soak does not run side by side (it rotates our link Secrets)")
         soak = SoakSettings(
             minutes=args.soak_minutes,
             warmup_minutes=args.soak_warmup_minutes,
@@ -150,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name in names
         ]
-    except ValueError as err:
+        if compare is not None and compare.kind == "linkerd":
+            linkerd_go.check_binary(
+                Path(compare.binary) if compare.binary else linkerd_go.default_binary()
+            )
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = Options(
@@ -161,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir,
         profile_server=args.profile_server,
         server_args=tuple(args.server_arg),
+        compare=compare,
+        second_first=args.second_first,
     )
     # Ctrl-C and SIGTERM stop the run cleanly, even when started from a shell that
     # ignores SIGINT for background jobs.
@@ -174,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for result in document["scenarios"]:
         result["targets"] = check_targets(result)
+        add_ratios(result, OURS)
     args.out.write_text(json.dumps(document, indent=2, default=str))
     print(table(document))
     print(f"\nJSON written to {args.out}")

@@ -55,33 +55,46 @@ from kubernetes_asyncio import client as k8s
 
 from tests.kube.cluster import LocalCluster
 
-from . import procstat, promstats
-from .clients import GET_RPC, PROFILE_RPC, Assignment, Target
-from .profile_stream import DEFAULT, ProfileReport, ProfileTag, route_name, version_name
+from . import compare, procstat, promstats
+from .clients import GET_RPC, PROFILE_RPC, Assignment, Status, Target
+from .contenders import OURS, Contender, prepare_cluster
+from .profile_stream import (
+    DEFAULT,
+    ProfileReport,
+    ProfileStatus,
+    ProfileTag,
+    route_name,
+    version_name,
+)
 from .run import (
     CLUSTER,
     NAMESPACE,
     POLL_S,
     QUIET_S,
+    SHARED_FLAGS,
     STALL_S,
     Clients,
-    Meter,
+    Lane,
     Options,
     Site,
     authority,
     cache_objects,
-    client_processes,
     cluster_pids,
+    compared_section,
+    connect_lanes,
     counters,
     create_workloads,
+    cross_check,
     histogram_summary,
     kube_client,
+    lanes_for,
     log,
+    phases,
+    servers,
     service_names,
     wait_streams,
 )
 from .scenarios import ProfileSettings, Scenario
-from .server import ServerProcess, start_server, wait_ready
 from .slices import tracking
 from .stats import summary
 
@@ -284,174 +297,243 @@ async def run_step(
     *,
     site: Site,
     services: list[str],
-    clients: Clients,
-    server: ServerProcess,
-) -> tuple[dict[str, Any], list[float]]:
-    """Write the step, wait for the streams, read what it took; and every stream's latency."""
-    before = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-    status0 = await clients.profile_status({})
-    get0 = await clients.status({})
-    await clients.loop_lag()
-    cpu0 = procstat.cpu_seconds(server.pid) or 0.0
-    main0 = procstat.cpu_seconds(server.pid, thread=server.pid) or 0.0
+    lanes: list[Lane],
+) -> list[tuple[dict[str, Any], list[float]]]:
+    """Write the step, wait for every server's streams; per lane, what it took and latencies."""
+    before: dict[str, promstats.Scrape] = {}
+    status0: list[ProfileStatus] = []
+    get0: list[Status] = []
+    cpu0: list[tuple[float, float]] = []
+    for lane in lanes:
+        if lane.contender.our_metrics:
+            before[lane.name] = await asyncio.to_thread(
+                promstats.fetch, lane.server.admin_address, 60.0
+            )
+        status0.append(await lane.clients.profile_status({}))
+        get0.append(await lane.clients.status({}))
+        await lane.clients.loop_lag()
+        pid = lane.server.pid
+        cpu0.append(
+            (procstat.cpu_seconds(pid) or 0.0, procstat.cpu_seconds(pid, thread=pid) or 0.0)
+        )
     wall0 = time.monotonic()
     t0 = await write_step(site, step, services)
     written_s = time.time() - min(t0.values())
     targets = dict.fromkeys(services, step.expect)
-    at, streams, converged = await wait_profiles(
-        clients, targets, timeout_s=STEP_TIMEOUT_S, require_quiet=True
+    waits = await asyncio.gather(
+        *(
+            wait_profiles(lane.clients, targets, timeout_s=STEP_TIMEOUT_S, require_quiet=True)
+            for lane in lanes
+        )
     )
     wall = time.monotonic() - wall0
-    cpu = (procstat.cpu_seconds(server.pid) or cpu0) - cpu0
-    main = (procstat.cpu_seconds(server.pid, thread=server.pid) or main0) - main0
-    after = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-    status1 = await clients.profile_status({})
-    get1 = await clients.status({})
-    reports = await clients.profile_reports()
-    latencies, wrong = step_latencies(reports, step.expect, t0)
-    histogram = profile_histogram(after)
-    messages = status1.messages - status0.messages
-    outcome: dict[str, Any] = {
-        "step": step.label,
-        "expect": str(step.expect),
-        "objects_changed": len(services),
-        "writes_took_s": written_s,
-        "streams_converged": converged,
-        "streams_at_target": at,
-        "streams": streams,
-        "wrong_states": dict(wrong.most_common(10)),
-        "write_to_stream_s": summary(latencies),
-        "profile_messages": messages,
-        "profile_messages_per_stream": messages / streams if streams else None,
-        "profile_stream_ends": status1.ends - status0.ends,
-        "get_updates_ends": get1.ends - get0.ends,
-        "histogram": histogram,
-        "event_to_enqueue": histogram_summary(before, after, CLUSTER, histogram),
-        "wall_s": wall,
-        "server_cpu_s": cpu,
-        "server_main_thread_cpu_s": main,
-        "server_main_thread_busy": main / wall if wall else None,
-        "server_cpu_ms_per_change": 1000 * cpu / len(services) if services else None,
-        "server_cpu_us_per_profile_message": 1e6 * cpu / messages if messages else None,
-        "client_loop_lag": await clients.loop_lag(),
-        "counters": counters(before, after),
+    out: list[tuple[dict[str, Any], list[float]]] = []
+    for lane, (at, streams, converged), s0, g0, (server0, main0) in zip(
+        lanes, waits, status0, get0, cpu0, strict=True
+    ):
+        pid = lane.server.pid
+        cpu = (procstat.cpu_seconds(pid) or server0) - server0
+        main = (procstat.cpu_seconds(pid, thread=pid) or main0) - main0
+        status1 = await lane.clients.profile_status({})
+        get1 = await lane.clients.status({})
+        reports = await lane.clients.profile_reports()
+        latencies, wrong = step_latencies(reports, step.expect, t0)
+        messages = status1.messages - s0.messages
+        outcome: dict[str, Any] = {
+            "step": step.label,
+            "expect": str(step.expect),
+            "objects_changed": len(services),
+            "writes_took_s": written_s,
+            "streams_converged": converged,
+            "streams_at_target": at,
+            "streams": streams,
+            "wrong_states": dict(wrong.most_common(10)),
+            "write_to_stream_s": summary(latencies),
+            "profile_messages": messages,
+            "profile_messages_per_stream": messages / streams if streams else None,
+            "profile_stream_ends": status1.ends - s0.ends,
+            "get_updates_ends": get1.ends - g0.ends,
+            "wall_s": wall,
+            "server_cpu_s": cpu,
+            "server_main_thread_cpu_s": main,
+            "server_main_thread_busy": main / wall if wall else None,
+            "server_cpu_ms_per_change": 1000 * cpu / len(services) if services else None,
+            "server_cpu_us_per_profile_message": 1e6 * cpu / messages if messages else None,
+            "client_loop_lag": await lane.clients.loop_lag(),
+        }
+        if lane.name in before:
+            after = await asyncio.to_thread(promstats.fetch, lane.server.admin_address, 60.0)
+            histogram = profile_histogram(after)
+            outcome["histogram"] = histogram
+            outcome["event_to_enqueue"] = histogram_summary(
+                before[lane.name], after, CLUSTER, histogram
+            )
+            outcome["counters"] = counters(before[lane.name], after)
+        out.append((outcome, latencies))
+    return out
+
+
+def _active(scrape: promstats.Scrape | None) -> dict[str, float] | None:
+    if scrape is None:
+        return None
+    return {
+        rpc: scrape.value("destination_active_streams", rpc=rpc) for rpc in (GET_RPC, PROFILE_RPC)
     }
-    return outcome, latencies
 
 
 async def _profile_with_clients(
     scenario: Scenario,
     settings: ProfileSettings,
     site: Site,
-    server: ServerProcess,
+    contenders: list[Contender],
     options: Options,
-) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    results: dict[str, dict[str, Any]] = {c.name: {} for c in contenders}
     services = service_names(scenario)
     assignments = profile_assignments(services, scenario.streams_per_service, options.client_nodes)
     kube_pids = list(cluster_pids(site.cluster).values())
-    with client_processes(server, assignments, options, track_hash=False) as clients:
-        meter = Meter(server.pid, clients.pids, kube_pids)
-        meter.overall_peak_mb = procstat.hwm_mb(server.pid) or 0.0
-        timeout = 60 + len(assignments) / 50
-        with meter.phase() as connect:
+    cross: dict[str, Any] | None = None
+    with lanes_for(
+        contenders, assignments, options, track_hash=False, kube_pids=kube_pids
+    ) as lanes:
+        timeout = 60 + len(assignments) * len(lanes) / 50
+
+        async def connect(lane: Lane) -> tuple[Status, str, int, int, str]:
             get_status, get_outcome = await wait_streams(
-                clients,
+                lane.clients,
                 dict.fromkeys(services, Target(settings.endpoints)),
                 timeout_s=timeout,
                 require_quiet=False,
             )
             at, streams, profile_outcome = await wait_profiles(
-                clients,
+                lane.clients,
                 dict.fromkeys(services, INITIAL_TAG),
                 timeout_s=timeout,
                 require_quiet=False,
                 refused_is_final=True,
             )
-        scrape = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-        result["connect"] = {
-            "get_streams": get_status.streams,
-            "get_at_initial_count": get_status.at_target,
-            "profile_streams": streams,
-            "profile_at_default": at,
-            "all_connected": get_outcome == "converged" and profile_outcome == "converged",
-            "server_active_streams": {
-                rpc: scrape.value("destination_active_streams", rpc=rpc)
-                for rpc in (GET_RPC, PROFILE_RPC)
-            },
-            "server_rss_mb": procstat.rss_mb(server.pid),
-            "usage": asdict(connect),
-        }
-        log(
-            f"profile: {get_status.at_target}/{get_status.streams} Get and {at}/{streams} "
-            f"GetProfile streams connected after {connect.wall_s:.1f}s, server RSS "
-            f"{result['connect']['server_rss_mb']:.0f} MB"
-        )
-        if not result["connect"]["all_connected"]:
-            reports = await clients.profile_reports()
-            why = Counter(r.last_error for r in reports if r.last_error)
-            raise RuntimeError(
-                f"streams did not connect (Get {get_outcome}, GetProfile {profile_outcome}); "
-                f"GetProfile errors: {dict(why.most_common(3))}"
+            return get_status, get_outcome, at, streams, profile_outcome
+
+        with phases(lanes) as connects:
+            waited = await connect_lanes(lanes, connect)
+        scrapes: dict[str, promstats.Scrape] = {}
+        failed: list[str] = []
+        for lane, usage, ((get_status, get_outcome, at, streams, profile_outcome), after_s) in zip(
+            lanes, connects, waited, strict=True
+        ):
+            if lane.contender.our_metrics:
+                scrapes[lane.name] = await asyncio.to_thread(
+                    promstats.fetch, lane.server.admin_address, 60.0
+                )
+            result = results[lane.name]
+            result["connect"] = {
+                "get_streams": get_status.streams,
+                "get_at_initial_count": get_status.at_target,
+                "profile_streams": streams,
+                "profile_at_default": at,
+                "all_connected": get_outcome == "converged" and profile_outcome == "converged",
+                "connected_after_s": after_s,
+                "server_active_streams": _active(scrapes.get(lane.name)),
+                "server_rss_mb": procstat.rss_mb(lane.server.pid),
+                "usage": asdict(usage),
+            }
+            log(
+                f"profile: {lane.tag(lanes)}{get_status.at_target}/{get_status.streams} Get and "
+                f"{at}/{streams} GetProfile streams connected after {after_s:.1f}s, server RSS "
+                f"{result['connect']['server_rss_mb']:.0f} MB"
             )
-        steps: list[dict[str, Any]] = []
-        by_kind: dict[str, list[float]] = {}
-        every: list[float] = []
-        first = scrape
-        with meter.phase() as churn:
+            if not result["connect"]["all_connected"]:
+                reports = await lane.clients.profile_reports()
+                why = Counter(r.last_error for r in reports if r.last_error)
+                failed.append(
+                    f"{lane.name}: Get {get_outcome}, GetProfile {profile_outcome}; "
+                    f"GetProfile errors: {dict(why.most_common(3))}"
+                )
+        if failed:
+            raise RuntimeError(f"streams did not connect ({'; '.join(failed)})")
+        steps: dict[str, list[dict[str, Any]]] = {lane.name: [] for lane in lanes}
+        by_kind: dict[str, dict[str, list[float]]] = {lane.name: {} for lane in lanes}
+        every: dict[str, list[float]] = {lane.name: [] for lane in lanes}
+        with phases(lanes) as churns:
             for step in profile_steps(settings.cycles):
                 log(f"profile: {step.label} on {len(services)} services")
-                outcome, latencies = await run_step(
-                    step, site=site, services=services, clients=clients, server=server
+                per_lane = await run_step(step, site=site, services=services, lanes=lanes)
+                for lane, (outcome, latencies) in zip(lanes, per_lane, strict=True):
+                    steps[lane.name].append(outcome)
+                    by_kind[lane.name].setdefault(step.kind, []).extend(latencies)
+                    every[lane.name].extend(latencies)
+                    took = outcome["write_to_stream_s"]
+                    e2q = outcome.get("event_to_enqueue")
+                    log(
+                        f"  {lane.tag(lanes)}{outcome['streams_at_target']}/{outcome['streams']} "
+                        f"streams right ({outcome['streams_converged']}); write->stream p50 "
+                        f"{_ms(took['p50'])} p99 {_ms(took['p99'])} max {_ms(took['max'])}; "
+                        + ("" if e2q is None else f"e2q p99 {_ms(e2q['p99'])}; ")
+                        + f"server CPU {outcome['server_cpu_ms_per_change']:.1f} ms/change; "
+                        f"{outcome['profile_messages_per_stream']:.2f} messages/stream"
+                    )
+        for lane, churn in zip(lanes, churns, strict=True):
+            result = results[lane.name]
+            lane_steps = steps[lane.name]
+            changes = sum(o["objects_changed"] for o in lane_steps)
+            messages = sum(o["profile_messages"] for o in lane_steps)
+            result["steps"] = lane_steps
+            result["write_to_stream_s"] = summary(every[lane.name])
+            result["write_to_stream_by_kind_s"] = {
+                k: summary(v) for k, v in by_kind[lane.name].items()
+            }
+            result["profile_changes"] = {
+                "server_cpu_s": churn.server_cpu_s,
+                "objects_changed": changes,
+                "server_cpu_ms_per_change": 1000 * churn.server_cpu_s / changes
+                if changes
+                else None,
+                "profile_messages": messages,
+                "server_cpu_us_per_profile_message": (
+                    1e6 * churn.server_cpu_s / messages if messages else None
+                ),
+                "usage": asdict(churn),
+            }
+            last: promstats.Scrape | None = None
+            if lane.name in scrapes:
+                first = scrapes[lane.name]
+                last = await asyncio.to_thread(promstats.fetch, lane.server.admin_address, 60.0)
+                histogram = profile_histogram(last)
+                result["profile_changes"].update(
+                    {
+                        "histogram": histogram,
+                        "event_to_enqueue": histogram_summary(first, last, CLUSTER, histogram),
+                        "event_to_enqueue_goal_s": E2Q_GOAL_S,
+                        # Every topic refresh of the same events (Get streams' too), to compare.
+                        "event_to_enqueue_all_topics": histogram_summary(first, last, CLUSTER),
+                        "counters": counters(first, last),
+                    }
                 )
-                steps.append(outcome)
-                by_kind.setdefault(step.kind, []).extend(latencies)
-                every.extend(latencies)
-                took = outcome["write_to_stream_s"]
-                log(
-                    f"  {outcome['streams_at_target']}/{outcome['streams']} streams right "
-                    f"({outcome['streams_converged']}); write->stream p50 {_ms(took['p50'])} "
-                    f"p99 {_ms(took['p99'])} max {_ms(took['max'])}; "
-                    f"e2q p99 {_ms(outcome['event_to_enqueue']['p99'])}; server CPU "
-                    f"{outcome['server_cpu_ms_per_change']:.1f} ms/change; "
-                    f"{outcome['profile_messages_per_stream']:.2f} messages/stream"
-                )
-        last = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-        histogram = profile_histogram(last)
-        changes = sum(o["objects_changed"] for o in steps)
-        messages = sum(o["profile_messages"] for o in steps)
-        result["steps"] = steps
-        result["write_to_stream_s"] = summary(every)
-        result["write_to_stream_by_kind_s"] = {k: summary(v) for k, v in by_kind.items()}
-        result["profile_changes"] = {
-            "histogram": histogram,
-            "event_to_enqueue": histogram_summary(first, last, CLUSTER, histogram),
-            "event_to_enqueue_goal_s": E2Q_GOAL_S,
-            # Every topic refresh of the same events (Get streams' too), for comparison.
-            "event_to_enqueue_all_topics": histogram_summary(first, last, CLUSTER),
-            "server_cpu_s": churn.server_cpu_s,
-            "objects_changed": changes,
-            "server_cpu_ms_per_change": 1000 * churn.server_cpu_s / changes if changes else None,
-            "profile_messages": messages,
-            "server_cpu_us_per_profile_message": (
-                1e6 * churn.server_cpu_s / messages if messages else None
-            ),
-            "usage": asdict(churn),
-            "counters": counters(first, last),
-        }
-        final = await clients.status(dict.fromkeys(services, Target(settings.endpoints)))
-        result["get_streams_at_end"] = {
-            "streams": final.streams,
-            "holding_every_endpoint": final.at_target,
-            "stream_ends": final.ends,
-        }
-        result["server_active_streams_end"] = {
-            rpc: last.value("destination_active_streams", rpc=rpc) for rpc in (GET_RPC, PROFILE_RPC)
-        }
-        result["server_cache_objects_end"] = cache_objects(last)
-        result["server_peak_rss_mb"] = meter.overall_peak_mb
-        result["server_peak_rss_goal_mb"] = PEAK_RSS_GOAL_MB
-    return result
+            final = await lane.clients.status(dict.fromkeys(services, Target(settings.endpoints)))
+            result["get_streams_at_end"] = {
+                "streams": final.streams,
+                "holding_every_endpoint": final.at_target,
+                "stream_ends": final.ends,
+            }
+            if last is not None:
+                result["server_active_streams_end"] = _active(last)
+                result["server_cache_objects_end"] = cache_objects(last)
+            result["server_peak_rss_mb"] = lane.meter.overall_peak_mb
+            result["server_peak_rss_goal_mb"] = PEAK_RSS_GOAL_MB
+        if len(lanes) > 1:
+            truth = {
+                service: frozenset(ip for ip, _ in site.slices.service(service).ready)
+                for service in services
+            }
+            paths = {service: authority(service, SERVICE_PORT) for service in services}
+            cross = await cross_check(lanes, truth, paths)
+            tags: dict[str, dict[str, int]] = {}
+            for lane in lanes:
+                reports = await lane.clients.profile_reports()
+                tags[lane.name] = dict(Counter(str(r.tag) for r in reports))
+            cross["profile_tags_at_end"] = tags
+            log(f"profile: cross-check of the final states: {compare.cross_summary(cross)}")
+    return results, cross
 
 
 def _ms(value: float | None) -> str:
@@ -478,22 +560,21 @@ async def run_profile(
         )
         if not ready:
             raise TimeoutError("the initial endpoints never became ready")
+        if options.compare is not None:
+            await asyncio.to_thread(
+                prepare_cluster, options.compare, clusters[CLUSTER], SHARED_FLAGS
+            )
         result["setup_s"] = round(time.monotonic() - started, 1)
-        server = start_server(
-            kubeconfig=clusters[CLUSTER].kubeconfig,
-            cluster_name=CLUSTER,
-            log_path=work_dir / f"{scenario.name}-server.log",
-            extra_args=list(options.server_args),
-            profile_to=work_dir / f"{scenario.name}-server.prof"
-            if options.profile_server
-            else None,
-        )
-        try:
-            result["server_ready_s"] = round(await asyncio.to_thread(wait_ready, server, 180), 2)
-            result["server_rss_after_sync_mb"] = procstat.rss_mb(server.pid)
-            result.update(await _profile_with_clients(scenario, settings, site, server, options))
-        finally:
-            code = await asyncio.to_thread(server.stop)
-            result["server_exit_code"] = code
-            result["server_log_tail"] = server.tail(10)
+        records: dict[str, dict[str, Any]] = {}
+        async with servers(
+            scenario.name, clusters[CLUSTER].kubeconfig, options, work_dir, records
+        ) as contenders:
+            measured, cross = await _profile_with_clients(
+                scenario, settings, site, contenders, options
+            )
+        result.update(records[OURS])
+        result.update(measured[OURS])
+        if options.compare is not None:
+            result["compared"] = compared_section(options.compare, contenders, records, measured)
+            result["compared"]["cross_check"] = cross
     return result

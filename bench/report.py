@@ -1,10 +1,12 @@
-"""Targets, and the results as a plain-text table."""
+"""Targets, and the results as a plain-text table (side by side: both servers and ratios)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .compare import cross_summary
 
 Result = dict[str, Any]
 
@@ -260,6 +262,63 @@ def _profile_rows(result: Result) -> list[tuple[str, str]]:
     ]
 
 
+def _value(value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return _s(value)
+    if unit == "MB":
+        return _mb(value)
+    if unit == "ms":
+        return f"{float(value):.2f} ms"
+    if unit == "count":
+        return f"{float(value):.0f}"
+    return f"{float(value):.2f} s"  # CPU seconds
+
+
+def _get_stream_ends(result: Result) -> Any:
+    """Get streams the server ended (steps scenarios and profile keep it in two places)."""
+    if "stream_ends_total" in result:
+        return result["stream_ends_total"]
+    return _get(result, "get_streams_at_end", "stream_ends")
+
+
+def _compared_rows(result: Result) -> list[tuple[str, str]]:
+    """Side by side: the second server's own numbers, the ratios, and the cross-check."""
+    compared = result.get("compared")
+    if not isinstance(compared, dict):
+        return []
+    name = str(compared.get("name"))
+    theirs = compared.get("result") or {}
+    connect = theirs.get("connect") or {}
+    if "profile_streams" in connect:
+        connected = (
+            f"{connect.get('get_at_initial_count')}/{connect.get('get_streams')}, "
+            f"{connect.get('profile_at_default')}/{connect.get('profile_streams')}"
+        )
+    else:
+        connected = f"{connect.get('at_initial_count')}/{connect.get('streams')}"
+    rows = [
+        (f"side by side with {name}", str(compared.get("description"))),
+        (f"{name}: streams connected", connected),
+        (f"{name}: Get stream ends (reopened by the clients)", str(_get_stream_ends(theirs))),
+    ]
+    for entry in (compared.get("ratios") or {}).values():
+        ratio = entry.get("ratio")
+        names = [k for k in entry if k not in ("label", "unit", "ratio")]
+        shown = " / ".join(_value(entry[n], entry["unit"]) for n in names)
+        rows.append(
+            (
+                f"{entry['label']} ({'/'.join(names)})",
+                f"{shown}: ratio {'-' if ratio is None else f'{ratio:.2f}'}",
+            )
+        )
+    cross = compared.get("cross_check")
+    if isinstance(cross, dict):
+        rows.append(("cross-check of the final states", cross_summary(cross)))
+    return rows
+
+
 def table(document: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     for result in document["scenarios"]:
@@ -324,6 +383,7 @@ def table(document: dict[str, Any]) -> str:
             )
         rows += [(name, what, value) for what, value in _soak_rows(result)]
         rows += [(name, what, value) for what, value in _profile_rows(result)]
+        rows += [(name, what, value) for what, value in _compared_rows(result)]
         for check in check_targets(result):
             verdict = {True: "met", False: "NOT met", None: "n/a"}[check["met"]]
             if check["scaled_down"]:

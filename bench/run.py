@@ -61,7 +61,7 @@ from tests.kube.binaries import REPO_ROOT, pinned_versions
 from tests.kube.cluster import LocalCluster, specs_for, start_clusters, stop_clusters
 from tests.kube.workloads import Kube, new_api_client
 
-from . import procstat, promstats
+from . import compare, procstat, promstats, snapshot
 from .clients import (
     Assignment,
     HeldAddresses,
@@ -71,9 +71,10 @@ from .clients import (
     Target,
     client_main,
 )
+from .contenders import OURS, CompareSpec, Contender, prepare_cluster, start_second
 from .profile_stream import ProfileReport, ProfileStatus, ProfileTag
 from .scenarios import LOCAL, Scenario, Step
-from .server import ServerProcess, start_server, wait_ready
+from .server import ServerProcess, SharedFlags, start_server, wait_ready
 from .slices import SliceTracker, tracking
 from .stats import summary
 
@@ -85,6 +86,8 @@ QUIET_S = 2.0
 STALL_S = 60.0  # no stream changed for this long after Kubernetes was done: give up
 POLL_S = 0.25
 EVENT_TO_ENQUEUE = "event_to_enqueue_seconds"
+# The settings every server of a run gets (each in its own flags).
+SHARED_FLAGS = SharedFlags()
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,11 @@ class Options:
     work_dir: Path | None = None
     profile_server: bool = False
     server_args: tuple[str, ...] = ()
+    # Side by side: the second server, run with ours on the same cluster (bench/contenders.py).
+    compare: CompareSpec | None = None
+    # Side by side: start the second server, and its clients, before ours (and
+    # poll it first), to tell an order effect from a difference between servers.
+    second_first: bool = False
 
 
 # -- small helpers --------------------------------------------------------------
@@ -346,6 +354,8 @@ class Usage:
     server_cpu_s: float = 0.0
     server_main_thread_cpu_s: float = 0.0  # the event loop's thread (gRPC core threads apart)
     clients_cpu_s: float = 0.0
+    # Side by side: the other servers and their clients (part of the benchmark, not "other").
+    peers_cpu_s: float = 0.0
     kubernetes_cpu_s: float = 0.0
     orchestrator_cpu_s: float = 0.0
     machine_busy_s: float = 0.0
@@ -359,10 +369,17 @@ class Usage:
 class Meter:
     """Measures a phase: `with meter.phase() as usage:` fills `usage` on exit."""
 
-    def __init__(self, server_pid: int, client_pids: list[int], kube_pids: list[int]) -> None:
+    def __init__(
+        self,
+        server_pid: int,
+        client_pids: list[int],
+        kube_pids: list[int],
+        peer_pids: list[int] | None = None,
+    ) -> None:
         self.server_pid = server_pid
         self.client_pids = client_pids
         self.kube_pids = kube_pids
+        self.peer_pids = peer_pids or []
         self.overall_peak_mb = 0.0
 
     @contextlib.contextmanager
@@ -374,6 +391,7 @@ class Meter:
         server0 = procstat.cpu_seconds(self.server_pid) or 0.0
         main0 = procstat.cpu_seconds(self.server_pid, thread=self.server_pid) or 0.0
         clients0 = procstat.total_cpu_seconds(self.client_pids)
+        peers0 = procstat.total_cpu_seconds(self.peer_pids)
         kube0 = procstat.total_cpu_seconds(self.kube_pids)
         own0 = procstat.own_cpu_seconds()
         machine0 = procstat.machine_cpu()
@@ -386,12 +404,14 @@ class Meter:
             main1 = procstat.cpu_seconds(self.server_pid, thread=self.server_pid) or main0
             usage.server_main_thread_cpu_s = main1 - main0
             usage.clients_cpu_s = procstat.total_cpu_seconds(self.client_pids) - clients0
+            usage.peers_cpu_s = procstat.total_cpu_seconds(self.peer_pids) - peers0
             usage.kubernetes_cpu_s = procstat.total_cpu_seconds(self.kube_pids) - kube0
             usage.orchestrator_cpu_s = procstat.own_cpu_seconds() - own0
             usage.machine_busy_s = machine1.busy_s - machine0.busy_s
             ours = (
                 usage.server_cpu_s
                 + usage.clients_cpu_s
+                + usage.peers_cpu_s
                 + usage.kubernetes_cpu_s
                 + usage.orchestrator_cpu_s
             )
@@ -401,6 +421,65 @@ class Meter:
             if usage.server_peak_rss_mb is not None:
                 self.overall_peak_mb = max(self.overall_peak_mb, usage.server_peak_rss_mb)
             usage.loadavg_end = [round(v, 2) for v in os.getloadavg()]
+
+
+@dataclass
+class Lane:
+    """One server of the run, with its own client processes and its own meter."""
+
+    contender: Contender
+    clients: Clients
+    meter: Meter
+
+    @property
+    def name(self) -> str:
+        return self.contender.name
+
+    @property
+    def server(self) -> ServerProcess:
+        return self.contender.server
+
+    def tag(self, lanes: list[Lane]) -> str:
+        """A log prefix naming the server when there is more than one."""
+        return f"[{self.name}] " if len(lanes) > 1 else ""
+
+
+@contextlib.contextmanager
+def lanes_for(
+    contenders: list[Contender],
+    assignments: list[Assignment],
+    options: Options,
+    *,
+    track_hash: bool,
+    kube_pids: list[int],
+) -> Iterator[list[Lane]]:
+    """Client processes for each server, all opening the same `assignments`."""
+    with contextlib.ExitStack() as stack:
+        groups = [
+            stack.enter_context(
+                client_processes(c.server, assignments, options, track_hash=track_hash)
+            )
+            for c in contenders
+        ]
+        lanes: list[Lane] = []
+        for index, (contender, clients) in enumerate(zip(contenders, groups, strict=True)):
+            peers = [
+                pid
+                for other, (peer, peer_clients) in enumerate(zip(contenders, groups, strict=True))
+                if other != index
+                for pid in (peer.server.pid, *peer_clients.pids)
+            ]
+            meter = Meter(contender.server.pid, clients.pids, kube_pids, peers)
+            meter.overall_peak_mb = procstat.hwm_mb(contender.server.pid) or 0.0  # initial sync
+            lanes.append(Lane(contender, clients, meter))
+        yield lanes
+
+
+@contextlib.contextmanager
+def phases(lanes: list[Lane]) -> Iterator[list[Usage]]:
+    """One phase measured for every server at once: a Usage per lane, in order."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(lane.meter.phase()) for lane in lanes]
 
 
 # -- Kubernetes side -----------------------------------------------------------------
@@ -613,59 +692,134 @@ async def run_step(
     *,
     sites: Sites,
     plan: Plan,
-    clients: Clients,
+    lanes: list[Lane],
     scenario: Scenario,
-    server: ServerProcess,
-) -> tuple[dict[str, Any], Samples]:
+) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Samples]]]:
+    """Run one step against every server at once.
+
+    Returns what holds for all of them (the step, the Kubernetes share) and,
+    per lane in order, that server's outcome and samples.
+    """
     members = [m for group in plan.values() for m in group]
     before = {m.label: sites[m.cluster].slices.ready_count(m.service) for m in members}
-    progress = WatchProgress(server.admin_address, server.pid, tuple(sites))
-    server_base = await progress.sample()
-    if server_base is None:
-        server_base = await progress.sample() or {}
+    # Only our /metrics says when a server read a slice event.
+    progress = {
+        lane.name: WatchProgress(lane.server.admin_address, lane.server.pid, tuple(sites))
+        for lane in lanes
+        if lane.contender.our_metrics
+    }
+    server_base: dict[str, dict[str, float]] = {}
+    for name, watch in progress.items():
+        base = await watch.sample()
+        server_base[name] = base if base is not None else (await watch.sample() or {})
     events_base = {name: site.slices.events for name, site in sites.items()}
-    await clients.loop_lag()  # start a fresh lag window
-    ends_before = (await clients.status({})).ends
-    pid = progress.server_pid
-    cpu0 = procstat.cpu_seconds(pid) or 0.0
-    main0 = procstat.cpu_seconds(pid, thread=pid) or 0.0
-    clients0 = procstat.total_cpu_seconds(clients.pids)
+    reuses_base = sum(site.slices.ip_reuses for site in sites.values())
+    across_base = sum(site.slices.ip_reuses_across_services for site in sites.values())
+    changes_base = sum(site.slices.pod_ip_changes for site in sites.values())
+    ends_before: list[int] = []
+    cpu0: list[tuple[float, float, float]] = []
+    for lane in lanes:
+        await lane.clients.loop_lag()  # start a fresh lag window
+        ends_before.append((await lane.clients.status({})).ends)
+        pid = lane.server.pid
+        cpu0.append(
+            (
+                procstat.cpu_seconds(pid) or 0.0,
+                procstat.cpu_seconds(pid, thread=pid) or 0.0,
+                procstat.total_cpu_seconds(lane.clients.pids),
+            )
+        )
     wall0 = time.monotonic()
-    poller = asyncio.create_task(progress.run())
+    pollers = [asyncio.create_task(watch.run()) for watch in progress.values()]
     try:
-        outcome, samples = await _run_step(
-            step, sites=sites, plan=plan, clients=clients, scenario=scenario
+        shared, per_lane = await _run_step(
+            step, sites=sites, plan=plan, lanes=lanes, scenario=scenario
         )
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for poller in pollers:
+            poller.cancel()
+        for poller in pollers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
     # The slice event that completed the last member's final state (in whichever
     # cluster changed last): when did the server's watch of that cluster read it,
     # compared with ours?
     last = max(members, key=lambda m: sites[m.cluster].slices.service(m.service).changed_at)
     last_state = sites[last.cluster].slices.service(last.service)
     wall = time.monotonic() - wall0
-    outcome["wall_s"] = wall
-    outcome["server_cpu_s"] = (procstat.cpu_seconds(pid) or cpu0) - cpu0
-    outcome["server_main_thread_cpu_s"] = (procstat.cpu_seconds(pid, thread=pid) or main0) - main0
-    outcome["server_main_thread_busy"] = outcome["server_main_thread_cpu_s"] / wall
-    outcome["clients_cpu_s"] = procstat.total_cpu_seconds(clients.pids) - clients0
     needed = last_state.changed_by_event - events_base[last.cluster]
-    caught_up = (
-        progress.caught_up_at(last.cluster, server_base.get(last.cluster, 0.0), needed)
-        if needed > 0
-        else None
+    shared["wall_s"] = wall
+    shared["endpoints_before"] = before
+    shared["slice_events"] = sum(site.slices.events - events_base[n] for n, site in sites.items())
+    shared["last_slice_change_cluster"] = last.cluster
+    shared["ip_reuses"] = sum(site.slices.ip_reuses for site in sites.values()) - reuses_base
+    shared["ip_reuses_across_services"] = (
+        sum(site.slices.ip_reuses_across_services for site in sites.values()) - across_base
     )
-    outcome["endpoints_before"] = before
-    outcome["slice_events"] = sum(site.slices.events - events_base[n] for n, site in sites.items())
-    outcome["last_slice_change_cluster"] = last.cluster
-    outcome["server_read_final_slice_event_after_s"] = (
-        None if caught_up is None else caught_up - last_state.changed_at
+    shared["pod_ip_changes"] = (
+        sum(site.slices.pod_ip_changes for site in sites.values()) - changes_base
     )
-    outcome["client_loop_lag"] = await clients.loop_lag()
-    outcome["stream_ends"] = (await clients.status({})).ends - ends_before
-    return outcome, samples
+    for lane, (outcome, _), ends0, (server0, main0, clients0) in zip(
+        lanes, per_lane, ends_before, cpu0, strict=True
+    ):
+        pid = lane.server.pid
+        outcome["server_cpu_s"] = (procstat.cpu_seconds(pid) or server0) - server0
+        main = (procstat.cpu_seconds(pid, thread=pid) or main0) - main0
+        outcome["server_main_thread_cpu_s"] = main
+        outcome["server_main_thread_busy"] = main / wall
+        outcome["clients_cpu_s"] = procstat.total_cpu_seconds(lane.clients.pids) - clients0
+        reader = progress.get(lane.name)
+        caught_up = (
+            reader.caught_up_at(last.cluster, server_base[lane.name].get(last.cluster, 0.0), needed)
+            if reader is not None and needed > 0
+            else None
+        )
+        outcome["server_read_final_slice_event_after_s"] = (
+            None if caught_up is None else caught_up - last_state.changed_at
+        )
+        outcome["client_loop_lag"] = await lane.clients.loop_lag()
+        outcome["stream_ends"] = (await lane.clients.status({})).ends - ends0
+    return shared, per_lane
+
+
+@dataclass
+class StreamSamples:
+    """One server's streams after a step: who got there, and when."""
+
+    end_to_end: list[float] = field(default_factory=list)
+    ours: list[float] = field(default_factory=list)  # beyond the API's own watch
+    missing: int = 0
+    wrong: Counter[str] = field(default_factory=Counter)
+
+
+def stream_samples(
+    reports: list[StreamReport],
+    targets: dict[str, Target],
+    target_t0: dict[str, float],
+    target_final: dict[str, float | None],
+) -> StreamSamples:
+    """Per stream at its target: end-to-end (from the first PATCH) and beyond the API's watch.
+
+    A stream not at its target (count, and template hash when one is asked
+    for) is counted in `missing` by what it held; "beyond the watch" needs the
+    target's final time from the orchestrator's watch.
+    """
+    out = StreamSamples()
+    for report in reports:
+        target = targets[report.service]
+        right = report.count == target.count and (
+            target.template_hash is None or report.hashes == (target.template_hash,)
+        )
+        if not right or report.t_set is None:
+            out.missing += 1
+            seen = f" hashes={'+'.join(report.hashes)}" if target.template_hash else ""
+            out.wrong[f"count={report.count}{seen}"] += 1
+            continue
+        out.end_to_end.append(max(0.0, report.t_set - target_t0[report.service]))
+        final = target_final[report.service]
+        if final is not None:
+            out.ours.append(report.t_set - final)
+    return out
 
 
 async def _run_step(
@@ -673,9 +827,9 @@ async def _run_step(
     *,
     sites: Sites,
     plan: Plan,
-    clients: Clients,
+    lanes: list[Lane],
     scenario: Scenario,
-) -> tuple[dict[str, Any], Samples]:
+) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Samples]]]:
     members = [m for group in plan.values() for m in group]
     if step.kind == "restart":
         t0, hashes = await restart_all(sites, members)
@@ -686,10 +840,19 @@ async def _run_step(
     targets = {key: combined_target(group, member_targets) for key, group in plan.items()}
     k8s_done = await wait_members(sites, member_targets, timeout_s=scenario.transition_timeout_s)
     remaining = scenario.transition_timeout_s - (time.time() - min(t0.values()))
-    _, converged = await wait_streams(
-        clients, targets, timeout_s=max(remaining, 10.0), require_quiet=True, stall_s=STALL_S
+    waits = await asyncio.gather(
+        *(
+            wait_streams(
+                lane.clients,
+                targets,
+                timeout_s=max(remaining, 10.0),
+                require_quiet=True,
+                stall_s=STALL_S,
+            )
+            for lane in lanes
+        )
     )
-    reports = await clients.reports()
+    reports = [await lane.clients.reports() for lane in lanes]
     # Per member: when its own cluster's EndpointSlices last changed into the final state.
     member_final: dict[Member, float | None] = {}
     for m in members:
@@ -707,43 +870,31 @@ async def _run_step(
             kube_s.append(max(member_share[m] for m in group))  # the slowest cluster's share
         else:
             target_final[key] = None
-    end_to_end: list[float] = []
-    ours: list[float] = []
-    missing = 0
-    wrong: Counter[str] = Counter()
-    for report in reports:
-        target = targets[report.service]
-        right = report.count == target.count and (
-            target.template_hash is None or report.hashes == (target.template_hash,)
-        )
-        if not right or report.t_set is None:
-            missing += 1
-            seen = f" hashes={'+'.join(report.hashes)}" if target.template_hash else ""
-            wrong[f"count={report.count}{seen}"] += 1
-            continue
-        end_to_end.append(max(0.0, report.t_set - target_t0[report.service]))
-        final = target_final[report.service]
-        if final is not None:
-            ours.append(report.t_set - final)
     counts = sorted({t.count for t in targets.values()})
-    outcome = {
+    shared = {
         "step": step.label,
         "endpoints_target": step.replicas,
         "addresses_per_stream_target": counts[0] if len(counts) == 1 else counts,
         "kubernetes_converged": k8s_done,
-        "streams_converged": converged,
-        "streams_at_target": len(end_to_end),
-        "streams_not_at_target": missing,
-        "wrong_states": dict(wrong.most_common(10)),
-        "end_to_end_s": summary(end_to_end),
         "kubernetes_s": summary(kube_s),
         "kubernetes_by_cluster_s": {
             name: summary(v for m, v in member_share.items() if m.cluster == name) for name in sites
         },
-        "ours_s": summary(ours),
         "slice_changes": sum(sites[m.cluster].slices.service(m.service).changes for m in members),
     }
-    return outcome, Samples(end_to_end, kube_s, ours)
+    per_lane: list[tuple[dict[str, Any], Samples]] = []
+    for (_, converged), lane_reports in zip(waits, reports, strict=True):
+        got = stream_samples(lane_reports, targets, target_t0, target_final)
+        outcome = {
+            "streams_converged": converged,
+            "streams_at_target": len(got.end_to_end),
+            "streams_not_at_target": got.missing,
+            "wrong_states": dict(got.wrong.most_common(10)),
+            "end_to_end_s": summary(got.end_to_end),
+            "ours_s": summary(got.ours),
+        }
+        per_lane.append((outcome, Samples(got.end_to_end, kube_s, got.ours)))
+    return shared, per_lane
 
 
 def histogram_summary(
@@ -811,6 +962,96 @@ async def kube_client(cluster: LocalCluster) -> AsyncIterator[Kube]:
         await api.close()
 
 
+@contextlib.asynccontextmanager
+async def servers(
+    scenario_name: str,
+    kubeconfig: Path,
+    options: Options,
+    work_dir: Path,
+    records: dict[str, dict[str, Any]],
+) -> AsyncIterator[list[Contender]]:
+    """Our server and, side by side, the second one; both ready; stopped on exit.
+
+    They come in the order they were started, which is also the order their
+    clients start and are polled in: ours first, unless `second_first`.
+    `records` gets, per server name, its readiness and RSS after the initial
+    sync, and on exit its exit code and the tail of its log.
+    """
+    contenders: list[Contender] = []
+    try:
+        if options.compare is not None and options.second_first:
+            contenders.append(second_server(options, scenario_name, kubeconfig, work_dir))
+        ours = start_server(
+            kubeconfig=kubeconfig,
+            cluster_name=CLUSTER,
+            log_path=work_dir / f"{scenario_name}-server.log",
+            extra_args=list(options.server_args),
+            profile_to=work_dir / f"{scenario_name}-server.prof"
+            if options.profile_server
+            else None,
+            shared=SHARED_FLAGS,
+        )
+        contenders.append(Contender(OURS, "our server (destination serve)", ours, True))
+        if options.compare is not None and not options.second_first:
+            contenders.append(second_server(options, scenario_name, kubeconfig, work_dir))
+        ready = await asyncio.gather(
+            *(asyncio.to_thread(wait_ready, c.server, 180) for c in contenders)
+        )
+        for contender, seconds in zip(contenders, ready, strict=True):
+            records[contender.name] = {
+                "server_ready_s": round(seconds, 2),
+                "server_rss_after_sync_mb": procstat.rss_mb(contender.server.pid),
+                "server_peak_rss_sync_mb": procstat.hwm_mb(contender.server.pid),
+            }
+        if len(contenders) > 1:
+            log(
+                f"{scenario_name}: ready: "
+                + ", ".join(f"{n} {r['server_ready_s']}s" for n, r in records.items())
+            )
+        yield contenders
+    finally:
+        for contender in contenders:
+            code = await asyncio.to_thread(contender.server.stop)
+            record = records.setdefault(contender.name, {})
+            record["server_exit_code"] = code
+            record["server_log_tail"] = contender.server.tail(10)
+
+
+def second_server(
+    options: Options, scenario_name: str, kubeconfig: Path, work_dir: Path
+) -> Contender:
+    assert options.compare is not None
+    return start_second(
+        options.compare,
+        kubeconfig=kubeconfig,
+        cluster_name=CLUSTER,
+        log_path=work_dir / f"{scenario_name}-{options.compare.name}-server.log",
+        shared=SHARED_FLAGS,
+        extra_args=list(options.server_args),
+    )
+
+
+def ours_of(contenders: list[Contender]) -> Contender:
+    return next(c for c in contenders if c.name == OURS)
+
+
+def compared_section(
+    spec: CompareSpec,
+    contenders: list[Contender],
+    records: dict[str, dict[str, Any]],
+    measured: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The second server's results (same shape as ours), under `compared` in ours."""
+    second = next(c for c in contenders if c.name != OURS)
+    return {
+        "with": spec.kind,
+        "started_first": contenders[0].name,
+        "name": second.name,
+        "description": second.description,
+        "result": {**records.get(second.name, {}), **measured.get(second.name, {})},
+    }
+
+
 async def run_scenario(
     scenario: Scenario, clusters: dict[str, LocalCluster], options: Options, work_dir: Path
 ) -> dict[str, Any]:
@@ -834,23 +1075,19 @@ async def run_scenario(
         initial = {Member(c, n): Target(scenario.initial) for c in sites for n in names}
         if not await wait_members(sites, initial, timeout_s=900):
             raise TimeoutError("the initial endpoints never became ready")
+        if options.compare is not None:
+            await asyncio.to_thread(prepare_cluster, options.compare, local.cluster, SHARED_FLAGS)
         result["setup_s"] = round(time.monotonic() - started, 1)
         log(
             f"{scenario.name}: {scenario.services * scenario.initial} pods ready"
             + (f" in each of {', '.join(sites)}" if len(sites) > 1 else "")
         )
 
-        server = start_server(
-            kubeconfig=local.cluster.kubeconfig,
-            cluster_name=CLUSTER,
-            log_path=work_dir / f"{scenario.name}-server.log",
-            extra_args=list(options.server_args),
-            profile_to=work_dir / f"{scenario.name}-server.prof"
-            if options.profile_server
-            else None,
-        )
-        try:
-            result["server_ready_s"] = round(await asyncio.to_thread(wait_ready, server, 180), 2)
+        records: dict[str, dict[str, Any]] = {}
+        async with servers(
+            scenario.name, local.cluster.kubeconfig, options, work_dir, records
+        ) as contenders:
+            server = ours_of(contenders).server
             if remotes:
                 ready = time.monotonic()
                 for site in remotes:
@@ -858,15 +1095,16 @@ async def run_scenario(
                 result["links_synced_after_ready_s"] = round(time.monotonic() - ready, 2)
                 result["links"] = list((await cluster_statuses(server.admin_address)).values())
                 log(f"{scenario.name}: links {', '.join(s.name for s in remotes)} synced")
-            result["server_rss_after_sync_mb"] = procstat.rss_mb(server.pid)
-            result["server_peak_rss_sync_mb"] = procstat.hwm_mb(server.pid)
             synced = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
             result["server_cache_objects_after_sync"] = cache_objects(synced)
-            result.update(await measure_with_clients(scenario, sites, plan, server, options))
-        finally:
-            code = await asyncio.to_thread(server.stop)
-            result["server_exit_code"] = code
-            result["server_log_tail"] = server.tail(10)
+            measured, cross_check = await measure_with_clients(
+                scenario, sites, plan, contenders, options
+            )
+        result.update(records[OURS])
+        result.update(measured[OURS])
+        if options.compare is not None:
+            result["compared"] = compared_section(options.compare, contenders, records, measured)
+            result["compared"]["cross_check"] = cross_check
     return result
 
 
@@ -884,124 +1122,229 @@ def assignments_for(scenario: Scenario, targets: list[str], options: Options) ->
     return out
 
 
+async def connect_lanes(
+    lanes: list[Lane], check: Callable[[Lane], Coroutine[Any, Any, Any]]
+) -> list[tuple[Any, float]]:
+    """Run `check` (a wait for one lane's streams) for every lane at once.
+
+    Returns, per lane, what it returned and how long after the start it did.
+    """
+    started = time.monotonic()
+
+    async def one(lane: Lane) -> tuple[Any, float]:
+        outcome = await check(lane)
+        return outcome, time.monotonic() - started
+
+    return list(await asyncio.gather(*(one(lane) for lane in lanes)))
+
+
+def api_truth(sites: Sites, plan: Plan) -> dict[str, frozenset[str]]:
+    """Per target: the ready IPs of its members in the orchestrator's own watches."""
+    return {
+        key: frozenset(
+            ip for m in group for ip, _ in sites[m.cluster].slices.service(m.service).ready
+        )
+        for key, group in plan.items()
+    }
+
+
+async def cross_check(
+    lanes: list[Lane], truth: dict[str, frozenset[str]], paths: dict[str, str]
+) -> dict[str, Any]:
+    """Every stream of every server against the API and each other, then fresh streams."""
+    held = {lane.name: await lane.clients.addresses() for lane in lanes}
+    cross = compare.cross_check(held, truth)
+    fresh = {
+        lane.name: await snapshot.fresh_sets(
+            lane.server.grpc_address, paths, node=f"{CLUSTER}-node-0", namespace=NAMESPACE
+        )
+        for lane in lanes
+    }
+    cross["fresh_streams"] = compare.fresh_check(fresh, truth)
+    return cross
+
+
 async def measure_with_clients(
     scenario: Scenario,
     sites: Sites,
     plan: Plan,
-    server: ServerProcess,
+    contenders: list[Contender],
     options: Options,
-) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """Clients for every server, then the phases; per server name, its results.
+
+    Side by side, also the cross-check of the final states: every stream of
+    every server compared with the API and with the other server's.
+    """
+    results: dict[str, dict[str, Any]] = {c.name: {} for c in contenders}
     assignments = assignments_for(scenario, list(plan), options)
     kube_pids = [pid for site in sites.values() for pid in cluster_pids(site.cluster).values()]
-    with client_processes(server, assignments, options, track_hash=scenario.track_hash) as clients:
-        meter = Meter(server.pid, clients.pids, kube_pids)
-        meter.overall_peak_mb = procstat.hwm_mb(server.pid) or 0.0  # the initial sync's peak
+    cross: dict[str, Any] | None = None
+    with lanes_for(
+        contenders, assignments, options, track_hash=scenario.track_hash, kube_pids=kube_pids
+    ) as lanes:
         initial = {key: Target(scenario.initial * len(group)) for key, group in plan.items()}
-        with meter.phase() as connect:
-            status, connected = await wait_streams(
-                clients, initial, timeout_s=60 + scenario.streams / 50, require_quiet=False
+        timeout = 60 + scenario.streams * len(lanes) / 50
+        with phases(lanes) as connects:
+            waited = await connect_lanes(
+                lanes,
+                lambda lane: wait_streams(
+                    lane.clients, initial, timeout_s=timeout, require_quiet=False
+                ),
             )
-        ok = connected == "converged"
-        scrape = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-        result["connect"] = {
-            "streams": status.streams,
-            "connected": status.connected,
-            "at_initial_count": status.at_target,
-            "stream_ends": status.ends,
-            "all_connected": ok,
-            "server_active_streams": scrape.value("destination_active_streams", rpc="Get"),
-            "usage": asdict(connect),
-        }
-        log(
-            f"{scenario.name}: {status.at_target}/{status.streams} streams hold the initial "
-            f"state after {connect.wall_s:.1f}s (server says "
-            f"{result['connect']['server_active_streams']:.0f} active)"
-        )
-        if status.ends:
-            reports = await clients.reports()
-            why = Counter(r.last_error for r in reports if r.ends)
-            result["connect"]["stream_end_reasons"] = dict(why.most_common(5))
-        if not ok:
-            reports = await clients.reports()
-            errors = sorted({r.last_error for r in reports if r.last_error})[:5]
-            raise RuntimeError(f"streams did not connect: {status}; errors: {errors}")
-        if scenario.hold_s:
-            before = scrape
-            with meter.phase() as hold:
-                await asyncio.sleep(scenario.hold_s)
-            after = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-            result["hold"] = {
-                "seconds": scenario.hold_s,
-                "usage": asdict(hold),
-                "event_to_enqueue": histogram_summary(before, after),
-                "counters": counters(before, after),
+        failed: list[str] = []
+        scrapes: dict[str, promstats.Scrape] = {}
+        for lane, connect, ((status, connected), after_s) in zip(
+            lanes, connects, waited, strict=True
+        ):
+            ok = connected == "converged"
+            active: float | None = None
+            if lane.contender.our_metrics:
+                scrape = await asyncio.to_thread(promstats.fetch, lane.server.admin_address, 60.0)
+                scrapes[lane.name] = scrape
+                active = scrape.value("destination_active_streams", rpc="Get")
+            result = results[lane.name]
+            result["connect"] = {
+                "streams": status.streams,
+                "connected": status.connected,
+                "at_initial_count": status.at_target,
+                "stream_ends": status.ends,
+                "all_connected": ok,
+                "connected_after_s": after_s,
+                "server_active_streams": active,
+                "server_rss_mb": procstat.rss_mb(lane.server.pid),
+                "usage": asdict(connect),
             }
-            scrape = after
             log(
-                f"{scenario.name}: held {scenario.hold_s:.0f}s, server CPU "
-                f"{hold.server_cpu_s:.2f}s, RSS {hold.server_rss_end_mb:.0f} MB"
+                f"{scenario.name}: {lane.tag(lanes)}{status.at_target}/{status.streams} streams "
+                f"hold the initial state after {after_s:.1f}s"
+                + ("" if active is None else f" (server says {active:.0f} active)")
             )
-        if scenario.steps:
-            before = scrape
-            steps: list[dict[str, Any]] = []
-            overall = Samples()
-            groups: dict[str, Samples] = {}
-            replicas = scenario.initial
-            with meter.phase() as churn:
-                for step in scenario.steps:
-                    where = f" in each of {', '.join(sites)}" if len(sites) > 1 else ""
-                    log(f"{scenario.name}: {step.label} of {scenario.services} service(s){where}")
-                    outcome, samples = await run_step(
-                        step,
-                        sites=sites,
-                        plan=plan,
-                        clients=clients,
-                        scenario=scenario,
-                        server=server,
+            if status.ends:
+                reports = await lane.clients.reports()
+                why = Counter(r.last_error for r in reports if r.ends)
+                result["connect"]["stream_end_reasons"] = dict(why.most_common(5))
+            if not ok:
+                reports = await lane.clients.reports()
+                errors = sorted({r.last_error for r in reports if r.last_error})[:5]
+                failed.append(f"{lane.name}: {status}; errors: {errors}")
+        if failed:
+            raise RuntimeError(f"streams did not connect: {'; '.join(failed)}")
+        if scenario.hold_s:
+            with phases(lanes) as holds:
+                await asyncio.sleep(scenario.hold_s)
+            for lane, hold in zip(lanes, holds, strict=True):
+                results[lane.name]["hold"] = {"seconds": scenario.hold_s, "usage": asdict(hold)}
+                if lane.name in scrapes:
+                    after = await asyncio.to_thread(
+                        promstats.fetch, lane.server.admin_address, 60.0
                     )
-                    steps.append(outcome)
-                    overall.extend(samples)
-                    groups.setdefault(step_group(step, replicas), Samples()).extend(samples)
-                    replicas = step.replicas
-                    e2e = outcome["end_to_end_s"]
-                    server_lag = outcome["server_read_final_slice_event_after_s"]
-                    log(
-                        f"  {outcome['streams_at_target']}/{scenario.streams} streams right; "
-                        f"p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])} max {_ms(e2e['max'])}; "
-                        f"kubernetes max {_ms(outcome['kubernetes_s']['max'])}"
-                        f"{_by_cluster(outcome['kubernetes_by_cluster_s'])}; server read the "
-                        f"final slice event {_ms(server_lag)} after us; "
-                        f"client loop lag max {_ms(outcome['client_loop_lag']['max_s'])}; "
-                        f"server main thread {outcome['server_main_thread_busy']:.0%} busy, "
-                        f"{outcome['stream_ends']} stream ends"
+                    results[lane.name]["hold"]["event_to_enqueue"] = histogram_summary(
+                        scrapes[lane.name], after
                     )
-            after = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-            result["steps"] = steps
-            result["all_steps"] = overall.summaries()
-            result["by_kind"] = {kind: g.summaries() for kind, g in groups.items()}
-            result["server_rss_before_churn_mb"] = churn.server_rss_start_mb
-            result["server_peak_rss_churn_mb"] = churn.server_peak_rss_mb
-            result["churn"] = {
-                "usage": asdict(churn),
-                "event_to_enqueue": histogram_summary(before, after),
-                "counters": counters(before, after),
-            }
-            if len(sites) > 1:
-                result["churn"]["event_to_enqueue_by_cluster"] = {
-                    name: histogram_summary(before, after, name) for name in sites
-                }
-                result["churn"]["counters_by_cluster"] = counters_by_cluster(
-                    before, after, list(sites)
+                    results[lane.name]["hold"]["counters"] = counters(scrapes[lane.name], after)
+                    scrapes[lane.name] = after
+                log(
+                    f"{scenario.name}: {lane.tag(lanes)}held {scenario.hold_s:.0f}s, server CPU "
+                    f"{hold.server_cpu_s:.2f}s, RSS {hold.server_rss_end_mb:.0f} MB"
                 )
-        final = await clients.status({})
-        result["stream_ends_total"] = final.ends
-        result["streams_ended_at_least_once"] = final.streams_ended
-        end = await asyncio.to_thread(promstats.fetch, server.admin_address, 60.0)
-        result["server_active_streams_end"] = end.value("destination_active_streams", rpc="Get")
-        result["server_cache_objects_end"] = cache_objects(end)
-        result["server_peak_rss_mb"] = meter.overall_peak_mb
-    return result
+        if scenario.steps:
+            await run_steps(scenario, sites, plan, lanes, results, scrapes)
+        for lane in lanes:
+            result = results[lane.name]
+            final = await lane.clients.status({})
+            result["stream_ends_total"] = final.ends
+            result["streams_ended_at_least_once"] = final.streams_ended
+            if lane.contender.our_metrics:
+                end = await asyncio.to_thread(promstats.fetch, lane.server.admin_address, 60.0)
+                result["server_active_streams_end"] = end.value(
+                    "destination_active_streams", rpc="Get"
+                )
+                result["server_cache_objects_end"] = cache_objects(end)
+            result["server_peak_rss_mb"] = lane.meter.overall_peak_mb
+        if len(lanes) > 1:
+            cross = await cross_check(
+                lanes, api_truth(sites, plan), {k: authority(k) for k in plan}
+            )
+            log(f"{scenario.name}: cross-check of the final states: {compare.cross_summary(cross)}")
+    return results, cross
+
+
+async def run_steps(
+    scenario: Scenario,
+    sites: Sites,
+    plan: Plan,
+    lanes: list[Lane],
+    results: dict[str, dict[str, Any]],
+    scrapes: dict[str, promstats.Scrape],
+) -> None:
+    """Every step of the scenario against every server; fills each one's results."""
+    steps: dict[str, list[dict[str, Any]]] = {lane.name: [] for lane in lanes}
+    overall = {lane.name: Samples() for lane in lanes}
+    groups: dict[str, dict[str, Samples]] = {lane.name: {} for lane in lanes}
+    replicas = scenario.initial
+    with phases(lanes) as churns:
+        for step in scenario.steps:
+            where = f" in each of {', '.join(sites)}" if len(sites) > 1 else ""
+            log(f"{scenario.name}: {step.label} of {scenario.services} service(s){where}")
+            shared, per_lane = await run_step(
+                step, sites=sites, plan=plan, lanes=lanes, scenario=scenario
+            )
+            for lane, (own, samples) in zip(lanes, per_lane, strict=True):
+                outcome = {**shared, **own}
+                steps[lane.name].append(outcome)
+                overall[lane.name].extend(samples)
+                group = groups[lane.name].setdefault(step_group(step, replicas), Samples())
+                group.extend(samples)
+                e2e = outcome["end_to_end_s"]
+                server_lag = outcome["server_read_final_slice_event_after_s"]
+                log(
+                    f"  {lane.tag(lanes)}{outcome['streams_at_target']}/{scenario.streams} "
+                    f"streams right; p50 {_ms(e2e['p50'])} p99 {_ms(e2e['p99'])} "
+                    f"max {_ms(e2e['max'])}; kubernetes max "
+                    f"{_ms(outcome['kubernetes_s']['max'])}"
+                    f"{_by_cluster(outcome['kubernetes_by_cluster_s'])}; "
+                    + (
+                        ""
+                        if not lane.contender.our_metrics
+                        else f"server read the final slice event {_ms(server_lag)} after us; "
+                    )
+                    + f"client loop lag max {_ms(outcome['client_loop_lag']['max_s'])}; "
+                    f"server CPU {outcome['server_cpu_s']:.2f}s, "
+                    + (
+                        f"main thread {outcome['server_main_thread_busy']:.0%} busy, "
+                        if lane.contender.our_metrics
+                        else ""
+                    )
+                    + f"{outcome['stream_ends']} stream ends"
+                )
+            replicas = step.replicas
+    for lane, churn in zip(lanes, churns, strict=True):
+        result = results[lane.name]
+        result["steps"] = steps[lane.name]
+        result["all_steps"] = overall[lane.name].summaries()
+        result["by_kind"] = {kind: g.summaries() for kind, g in groups[lane.name].items()}
+        result["server_rss_before_churn_mb"] = churn.server_rss_start_mb
+        result["server_peak_rss_churn_mb"] = churn.server_peak_rss_mb
+        slice_events = sum(o["slice_events"] for o in steps[lane.name])
+        result["churn"] = {
+            "usage": asdict(churn),
+            "slice_events": slice_events,
+            "server_cpu_ms_per_slice_event": (
+                1000 * churn.server_cpu_s / slice_events if slice_events else None
+            ),
+        }
+        before = scrapes.get(lane.name)
+        if before is None:
+            continue
+        after = await asyncio.to_thread(promstats.fetch, lane.server.admin_address, 60.0)
+        result["churn"]["event_to_enqueue"] = histogram_summary(before, after)
+        result["churn"]["counters"] = counters(before, after)
+        if len(sites) > 1:
+            result["churn"]["event_to_enqueue_by_cluster"] = {
+                name: histogram_summary(before, after, name) for name in sites
+            }
+            result["churn"]["counters_by_cluster"] = counters_by_cluster(before, after, list(sites))
 
 
 def _ms(value: float | None) -> str:

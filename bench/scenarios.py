@@ -1,4 +1,4 @@
-"""The four scenarios of the load-test plan, the federated one, the soak and the profile one.
+"""The scenarios: the load-test plan's four, federated, soak, profile, and issue 12's shapes.
 
 Each scenario is a set of Deployments (kwok pods) behind Services, a number of
 Get streams per Service, and a list of steps: scale every Deployment to a
@@ -11,6 +11,12 @@ holds the same Deployments and Services, the first cluster is the local one
 federated Service on the local cluster whose members are the Service of the
 same name in every cluster (`federated`). A step then scales the Deployments
 of every cluster at once, and a stream's target is the union.
+
+Two more shapes come from the side-by-side comparison with Linkerd's Go
+controller (issue 12): `few-large-services` (10 services x 100 streams,
+50 <-> 100 endpoints) and `many-small-services` (100 services x 20 streams,
+20 <-> 40 endpoints); with `many-services` (10,000 streams on 100 services)
+they make the group `shapes`.
 
 Two scenarios are not a list of steps and carry settings of their own:
 
@@ -36,9 +42,27 @@ NAMES = (
     "federated",
     "soak",
     "profile",
+    "few-large-services",
+    "many-small-services",
 )
 # `--scenario all` runs these; the soak (30 minutes) and profile (20,000 streams) run alone.
 DEFAULT_NAMES = NAMES[:5]
+# The shapes of the side-by-side comparison with Linkerd's Go controller (issue 12):
+# `--scenario shapes` runs these three, in this order.
+SHAPE_NAMES = ("few-large-services", "many-small-services", "many-services")
+# Names that stand for several scenarios.
+GROUPS = {"all": DEFAULT_NAMES, "shapes": SHAPE_NAMES}
+
+
+def expand(name: str) -> tuple[str, ...]:
+    """A scenario name or a group name (`all`, `shapes`) -> the scenarios to run."""
+    if name in GROUPS:
+        return GROUPS[name]
+    if name in NAMES:
+        return (name,)
+    raise ValueError(f"unknown scenario {name!r}; one of {', '.join([*NAMES, *GROUPS])}")
+
+
 LOCAL = "east"
 PODS_PER_NODE = 1000  # what tests/kube/cluster.py gives each kwok node
 NODE_HEADROOM = 0.75  # keep nodes at most 3/4 full: terminating pods still count
@@ -247,6 +271,27 @@ def build(
             steps=oscillation(many_low, many_high, cycles or 2),
             transition_timeout_s=900.0,
             notes=notes,
+        )
+    if name == "few-large-services":
+        # Issue 12's first shape: few services with many endpoints each.
+        return Scenario(
+            name=name,
+            services=10,
+            streams_per_service=100,
+            initial=50,
+            steps=oscillation(50, 100, cycles or 3),
+            transition_timeout_s=300.0,
+        )
+    if name == "many-small-services":
+        # Issue 12's second shape: many services with few endpoints and streams each,
+        # where the per-service cost of an event dominates.
+        return Scenario(
+            name=name,
+            services=100,
+            streams_per_service=20,
+            initial=20,
+            steps=oscillation(20, 40, cycles or 3),
+            transition_timeout_s=600.0,
         )
     if name == "federated":
         return Scenario(

@@ -80,6 +80,18 @@ class SliceTracker:
         self.restarts = 0
         self.events = 0  # watch events (not list items) received so far
         self.last_event_at = 0.0
+        # kwok hands a deleted pod's IP to the next pod at once: how often a ready
+        # address came back under another pod, and under another Service. A
+        # server that keys addresses by pod, not by ip:port, can send an Add of
+        # the new pod before the Remove of the old one, which a proxy keeping
+        # its set by ip:port reads as the address gone.
+        # And how often a pod's ready address changed: a server keying by pod sends
+        # the new address as an Add with no Remove of the old one.
+        self.ip_owner: dict[str, tuple[str, str]] = {}  # ip -> (pod, service)
+        self.pod_ip: dict[str, str] = {}
+        self.ip_reuses = 0
+        self.ip_reuses_across_services = 0
+        self.pod_ip_changes = 0
 
     @property
     def _path(self) -> str:
@@ -169,9 +181,24 @@ class SliceTracker:
             self._slice_service.pop(name, None)
         else:
             self._slice_service[name] = service
-            state.slices[name] = _ready_endpoints(obj)
+            ready = _ready_endpoints(obj)
+            state.slices[name] = ready
+            self._note_owners(ready, service)
         state.recompute(now, self.events)
         return name
+
+    def _note_owners(self, ready: frozenset[tuple[str, str]], service: str) -> None:
+        for ip, pod in ready:
+            owner = self.ip_owner.get(ip)
+            if owner is not None and owner[0] != pod:
+                self.ip_reuses += 1
+                if owner[1] != service:
+                    self.ip_reuses_across_services += 1
+            self.ip_owner[ip] = (pod, service)
+            if pod:
+                if self.pod_ip.get(pod, ip) != ip:
+                    self.pod_ip_changes += 1
+                self.pod_ip[pod] = ip
 
     async def wait_for(
         self, targets: dict[str, Target], *, timeout_s: float, interval_s: float = 0.05
