@@ -475,12 +475,10 @@ async def gateway_stand_in(host: str) -> AsyncIterator[tuple[int, web.AppRunner]
 
 
 @contextlib.asynccontextmanager
-async def mirror_controller(
-    kube: Kube, link_namespace: str, *, clean_exit: bool = True
-) -> AsyncIterator[str]:
+async def mirror_controller(kube: Kube, link_namespace: str) -> AsyncIterator[str]:
     """`destination mirror` for the Links of one namespace, in this event loop; its admin.
 
-    `clean_exit=False` only stops it: see test_unlink_while_the_mirror_controller_runs.
+    It must exit 0 when stopped, whatever the test did meanwhile (an unlink included).
     """
     admin = f"127.0.0.1:{free_port()}"
     config = MirrorConfig(
@@ -498,7 +496,7 @@ async def mirror_controller(
         stop.set()
         async with asyncio.timeout(30):
             status = await task
-        assert status == 0 or not clean_exit
+        assert status == 0
 
 
 async def test_check_and_gateways_name_a_dead_gateway(
@@ -767,10 +765,9 @@ async def test_unlink_while_the_mirror_controller_runs(
             "web",
             labels={"mcd-test/gateway": name, "mcd-test/member": name},
         )
-        # On main at f8856bf the controller exits here (it iterates local.links while awaiting
-        # a Link's deletion); branch mirror-integration fixes that. Once merged, drop
-        # clean_exit=False: the controller must outlive an unlink.
-        async with mirror_controller(source, namespace, clean_exit=False):
+        # The controller must outlive an unlink (at f8856bf it ended: it iterated its Link
+        # table while awaiting a Link's deletion).
+        async with mirror_controller(source, namespace):
 
             async def mirrored() -> list[str]:
                 services = await source.core.list_namespaced_service(namespace)
