@@ -357,14 +357,15 @@ def table(results: Sequence[ServerResult]) -> str:
     """The report: one line per server and size, then one per server for opening."""
     lines = [
         f"{'server':<6} {'streams':>7} {'size B':>6} {'ticks':>5} {'µs CPU/write':>12} "
-        f"{'ms CPU/tick':>11} {'tick wall p50/max ms':>20}",
+        f"{'ms CPU/tick':>11} {'main thread %':>13} {'tick wall p50/max ms':>20}",
     ]
     for r in results:
         for s in r.sizes:
+            main = s.main_thread_cpu_s / s.cpu_s * 100 if s.cpu_s > 0 else float("nan")
             wall = f"{_median(s.tick_wall_ms):.0f}/{max(s.tick_wall_ms, default=float('nan')):.0f}"
             lines.append(
                 f"{r.server:<6} {r.streams:>7} {s.size:>6} {s.ticks:>5} {s.us_per_write:>12.2f} "
-                f"{s.ms_per_tick:>11.1f} {wall:>20}"
+                f"{s.ms_per_tick:>11.1f} {main:>13.0f} {wall:>20}"
             )
     lines.append("")
     lines.append(

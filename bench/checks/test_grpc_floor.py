@@ -84,7 +84,7 @@ def test_table_has_a_line_per_size_and_server() -> None:
             size=size,
             writes=1_000,
             cpu_s=cpu,
-            main_thread_cpu_s=cpu,
+            main_thread_cpu_s=cpu * 0.9,
             seconds=1.0,
             idle_rate=0.0,
             tick_wall_ms=[5.0, 7.0],
@@ -106,8 +106,8 @@ def test_table_has_a_line_per_size_and_server() -> None:
         sizes=sizes,
     )
     lines = table([result]).splitlines()
-    assert lines[1].split() == ["py", "500", "300", "2", "50.00", "25.0", "6/7"]
-    assert lines[2].split() == ["py", "500", "2000", "2", "80.00", "40.0", "6/7"]
+    assert lines[1].split() == ["py", "500", "300", "2", "50.00", "25.0", "90", "6/7"]
+    assert lines[2].split() == ["py", "500", "2000", "2", "80.00", "40.0", "90", "6/7"]
     assert lines[5].split() == ["py", "500", "10.2", "22.5", "24.58", "200.0", "0.10"]
 
 
