@@ -16,6 +16,7 @@ needs no re-indexing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from .models import ExternalWorkloadInfo, ObjectRef, PodInfo, ServiceInfo, Servi
 __all__ = ["AddressIndex", "normalize_ip"]
 
 
+@functools.lru_cache(maxsize=65_536)  # pods' addresses come back with each of their events
 def normalize_ip(text: str) -> str | None:
     """Canonical text of an IP address, IPv4-mapped IPv6 as IPv4; None if not an IP."""
     try:

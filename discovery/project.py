@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -135,6 +136,15 @@ def canonical_ip(value: object, *, version: int | None = None) -> str | None:
     """
     if not isinstance(value, str) or not value or len(value) > 45 or "%" in value:
         return None
+    return _canonical_ip(value, version)
+
+
+# Every EndpointSlice event lists all of the slice's addresses again, and most
+# were parsed before: parsing was 3.5 % of the server's samples with 100
+# services churning, a cache hit costs a tenth of a parse. Bounded: keys are
+# at most 45 characters, and hostile input only evicts older entries.
+@functools.lru_cache(maxsize=65_536)
+def _canonical_ip(value: str, version: int | None) -> str | None:
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:

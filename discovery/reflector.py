@@ -40,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import structlog
 
+from .jsondecode import loads
 from .metrics import DiscoveryMetrics
 from .models import ClusterName, Kind, ObjectRef
 from .project import Invalid, Record, Warn, object_key, project
@@ -451,7 +452,7 @@ class Reflector:
                     self._not_served(started)
                 if response.status != 200:
                     raise await _api_error(response)
-                body = json.loads(await _read_bounded(response, MAX_LIST_PAGE_BYTES))
+                body = loads(await _read_bounded(response, MAX_LIST_PAGE_BYTES))
             items, metadata = _list_parts(body)
             for item in items:
                 record = self._project(item)
@@ -487,7 +488,7 @@ class Reflector:
                 if not line.strip():
                     continue
                 received = time.perf_counter()
-                event = json.loads(line)
+                event = loads(line)
                 version = self._handle(event, received) or version
         return version
 
