@@ -31,8 +31,6 @@ from typing import Any
 
 import structlog
 from grpc_health.v1 import health, health_pb2
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from destination.api.assembly import build_api
@@ -45,9 +43,10 @@ from destination.translate.endpoints import MeshSettings, http2_params_from_json
 from discovery.cluster import ClusterCache
 from discovery.cluster_store import ClusterStore, ClusterStoreCollector, StalenessPolicy
 from discovery.connection import LOCAL_KINDS, Connection
+from discovery.local_transport import connect_local_cluster
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName
-from discovery.transport import KubernetesClientTransport
+from discovery.transport import ApiTransport
 
 log = structlog.get_logger("destination.app")
 
@@ -58,16 +57,13 @@ EXIT_WATCHES_ENDED = 1
 API_CONNECTION_POOL = 32
 
 
-async def api_client(kubeconfig: str | None) -> ApiClient:
-    """A client of its own for the local cluster (never the process-wide default)."""
-    if kubeconfig:
-        client = await k8s_config.new_client_from_config(config_file=kubeconfig)
-        client.configuration.connection_pool_maxsize = API_CONNECTION_POOL
-        return client
-    configuration = Configuration()
-    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.connection_pool_maxsize = API_CONNECTION_POOL
-    return ApiClient(configuration)
+async def local_api(kubeconfig: str | None) -> ApiTransport:
+    """The local cluster's API server, with aiohttp directly (see `discovery.local_transport`).
+
+    In-cluster config and plain kubeconfigs never load kubernetes-asyncio
+    (~38 MB); only a kubeconfig with plugins or proxies is handed to it.
+    """
+    return await connect_local_cluster(kubeconfig, pool_size=API_CONNECTION_POOL)
 
 
 def mesh_settings(config: ServerConfig) -> MeshSettings:
@@ -135,7 +131,7 @@ async def _run(
     metrics = DestinationMetrics(registry)
 
     async with AsyncExitStack() as exits:
-        api = KubernetesClientTransport(await api_client(config.kubeconfig))
+        api = await local_api(config.kubeconfig)
         exits.push_async_callback(api.close)
         local = ClusterCache(
             name=ClusterName(config.cluster_name),

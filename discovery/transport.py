@@ -1,22 +1,28 @@
-"""How requests reach a Kubernetes API server: one small interface, two implementations.
+"""How requests reach a Kubernetes API server: one small interface, and aiohttp under it.
 
 `ApiTransport` is all a `Reflector` needs: send one request, get the raw
 aiohttp response back unread (list bodies and watch streams are read by the
 caller, line by line), and close.
 
-* `KubernetesClientTransport` wraps kubernetes-asyncio's `ApiClient`, for the
-  LOCAL cluster only: its kubeconfig (or in-cluster config) is the operator's,
-  trusted, and may legitimately use plugins or files.
-* `RemoteTransport` is for LINKED clusters, whose kubeconfig comes from a
+`HttpTransport` implements it with aiohttp directly, from a server URL, a TLS
+context and credentials: no client library is involved. Its session keeps no
+cookies, follows no redirects (which could carry the credentials
+elsewhere), holds a bounded pool of connections, and its sockets use TCP
+keepalive and a user timeout so that a peer that vanished without a word is
+noticed within about a minute instead of the read timeout's five and a half.
+TLS material stays in memory (`discovery.tls`). Two uses:
+
+* `RemoteTransport`, for LINKED clusters, whose kubeconfig comes from a
   Secret and is hostile. It is built only from a `RemoteKubeconfig` record
-  (see `discovery.kubeconfig`), never from the document, with aiohttp
-  directly: no client library ever sees the Secret. Its session takes nothing
-  from the environment (`trust_env=False`: no proxy variables, no `.netrc`),
-  keeps no cookies, follows no redirects (which could carry the credentials
-  elsewhere), holds a bounded pool of connections, and its sockets use TCP
-  keepalive and a user timeout so that a peer that vanished without a word is
-  noticed within about a minute instead of the read timeout's five and a half.
-  TLS material stays in memory (`discovery.tls`).
+  (see `discovery.kubeconfig`), never from the document, and takes nothing
+  from the environment (no proxy variables, no `.netrc`).
+* the LOCAL cluster (`discovery.local_transport`), from the operator's own
+  configuration: its bearer token may come from a file that is re-read as it
+  rotates (an `AuthorizationSource`), and the proxy variables of the
+  environment apply, as they do for kubectl.
+
+`discovery.kubernetes_client` keeps a kubernetes-asyncio implementation for
+the local kubeconfigs only that library understands (plugins, proxies).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from typing import Any, Protocol
 
 import aiohttp
 import yarl
-from kubernetes_asyncio.client import ApiClient
 
 from .kubeconfig import KubeconfigError, RemoteKubeconfig, load_remote_kubeconfig
 from .tls import TlsMaterialError, client_context
@@ -77,64 +82,40 @@ class ApiTransport(Protocol):
     async def close(self) -> None: ...
 
 
-class KubernetesClientTransport:
-    """The local cluster, through kubernetes-asyncio (its config is the operator's own)."""
+class AuthorizationSource(Protocol):
+    """Credentials that change over time (a rotating token file): asked before each request."""
 
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
-
-    @property
-    def server(self) -> str:
-        return str(self.api.configuration.host)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Query = (),
-        headers: Mapping[str, str] | None = None,
-        json_body: Any = None,
-        client_timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
-        response: aiohttp.ClientResponse = await self.api.call_api(
-            path,
-            method,
-            query_params=list(query),
-            header_params=dict(headers or {}),
-            body=json_body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=client_timeout,
-        )
-        return response
-
-    async def close(self) -> None:
-        await self.api.close()
+    async def authorization(self) -> str:
+        """The `Authorization` header value to send now."""
+        ...
 
 
-class RemoteTransport:
-    """A linked cluster's API server, reached with exactly what its `RemoteKubeconfig` says."""
+class HttpTransport:
+    """An API server reached with aiohttp directly, with exactly the credentials given."""
 
     def __init__(
         self,
-        config: RemoteKubeconfig,
-        ssl_context: ssl.SSLContext | None,
         *,
-        pool_size: int = REMOTE_CONNECTION_POOL,
+        server: str,
+        ssl_context: ssl.SSLContext | None,
+        tls_server_name: str | None = None,
+        authorization: str | AuthorizationSource | None = None,
+        proxy: str | None = None,
+        pool_size: int,
     ) -> None:
-        """Use `open_remote_transport`: the SSL context is built off the loop there."""
-        self._server = config.server
-        url = yarl.URL(config.server)
+        """`ssl_context` None: plaintext http:// (build contexts off the loop, they block)."""
+        self._server = server
+        url = yarl.URL(server)
         self._origin = url.origin()
         self._prefix = url.path.rstrip("/")
-        self._server_hostname = config.tls_server_name
+        self._server_hostname = tls_server_name
+        self._proxy = proxy
         headers = {"User-Agent": USER_AGENT}
-        if config.token is not None:
-            headers["Authorization"] = f"Bearer {config.token}"
-        elif config.username is not None and config.password is not None:
-            pair = f"{config.username}:{config.password}".encode()
-            headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+        self._authorization: AuthorizationSource | None = None
+        if isinstance(authorization, str):
+            headers["Authorization"] = authorization
+        else:
+            self._authorization = authorization
         connector = aiohttp.TCPConnector(
             ssl=ssl_context if ssl_context is not None else False,
             limit=pool_size,
@@ -144,6 +125,8 @@ class RemoteTransport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
+            # The proxy, if any, is given explicitly; `trust_env` would also read
+            # `.netrc`, whose credentials clash with the Authorization header.
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             # One watch event is one line; etcd stores objects up to 1.5 MiB, and
@@ -170,18 +153,52 @@ class RemoteTransport:
         url = self._origin.with_path(self._prefix + path)
         if query:
             url = url.with_query([(key, str(value)) for key, value in query])
+        sent = dict(headers or {})
+        if self._authorization is not None:
+            sent["Authorization"] = await self._authorization.authorization()
         return await self._session.request(
             method,
             url,
-            headers=dict(headers or {}),
+            headers=sent,
             json=json_body,
             timeout=client_timeout,
             allow_redirects=False,
             server_hostname=self._server_hostname,
+            proxy=self._proxy,
         )
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def basic_authorization(username: str, password: str) -> str:
+    pair = f"{username}:{password}".encode()
+    return f"Basic {base64.b64encode(pair).decode()}"
+
+
+class RemoteTransport(HttpTransport):
+    """A linked cluster's API server, reached with exactly what its `RemoteKubeconfig` says."""
+
+    def __init__(
+        self,
+        config: RemoteKubeconfig,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        pool_size: int = REMOTE_CONNECTION_POOL,
+    ) -> None:
+        """Use `open_remote_transport`: the SSL context is built off the loop there."""
+        authorization = None
+        if config.token is not None:
+            authorization = f"Bearer {config.token}"
+        elif config.username is not None and config.password is not None:
+            authorization = basic_authorization(config.username, config.password)
+        super().__init__(
+            server=config.server,
+            ssl_context=ssl_context,
+            tls_server_name=config.tls_server_name,
+            authorization=authorization,
+            pool_size=pool_size,
+        )
 
 
 async def open_remote_transport(

@@ -21,13 +21,11 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from destination.ops.admin import AdminServer
+from discovery.local_transport import connect_local_cluster
 from discovery.metrics import DiscoveryMetrics
-from discovery.transport import KubernetesClientTransport
 
 from .config import MirrorConfig
 from .controller import MirrorController
@@ -42,17 +40,6 @@ __all__ = ["links_document", "local_federation_settings", "run"]
 log = structlog.get_logger("mirror.app")
 
 API_CONNECTION_POOL = 32
-
-
-async def _local_client(kubeconfig: str | None) -> ApiClient:
-    if kubeconfig:
-        client = await k8s_config.new_client_from_config(config_file=kubeconfig)
-        client.configuration.connection_pool_maxsize = API_CONNECTION_POOL
-        return client
-    configuration = Configuration()
-    k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.connection_pool_maxsize = API_CONNECTION_POOL
-    return ApiClient(configuration)
 
 
 def local_federation_settings(config: MirrorConfig) -> LocalFederationSettings | None:
@@ -125,8 +112,8 @@ async def run(config: MirrorConfig, *, stop: asyncio.Event | None = None) -> int
     PlatformCollector(registry=registry)
     identity = config.identity or os.environ.get("HOSTNAME") or socket.gethostname()
     async with AsyncExitStack() as exits:
-        client = await _local_client(config.kubeconfig)
-        api = KubernetesClientTransport(client)
+        # Without kubernetes-asyncio in the common cases (see discovery.local_transport).
+        api = await connect_local_cluster(config.kubeconfig, pool_size=API_CONNECTION_POOL)
         exits.push_async_callback(api.close)
         controller = MirrorController(
             api=api,

@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from discovery.cluster import ClusterCache
 from discovery.connection import LOCAL_KINDS, Connection
+from discovery.kubernetes_client import KubernetesClientTransport
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import ClusterName, ServiceRef
 from discovery.ports import PortSet
 from discovery.topics import AddressDiff, AddressSnapshot, ViewKey
-from discovery.transport import KubernetesClientTransport
 from tests.kube.workloads import Kube, eventually, new_api_client
 
 pytestmark = pytest.mark.integration

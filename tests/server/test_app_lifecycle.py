@@ -37,10 +37,10 @@ class ClosingApi:
 
 @pytest.fixture
 def no_kubernetes(monkeypatch: pytest.MonkeyPatch) -> Callable[[Watches], None]:
-    async def api_client(kubeconfig: str | None) -> ClosingApi:
+    async def local_api(kubeconfig: str | None) -> ClosingApi:
         return ClosingApi()
 
-    monkeypatch.setattr(app, "api_client", api_client)
+    monkeypatch.setattr(app, "local_api", local_api)
 
     def use(watches: Watches) -> None:
         monkeypatch.setattr(app, "_watch_all", watches)

@@ -36,13 +36,13 @@ from discovery.cluster_store import (
     StalenessPolicy,
 )
 from discovery.kubeconfig import parse_kubeconfig
+from discovery.kubernetes_client import KubernetesClientTransport
 from discovery.metrics import DiscoveryMetrics
 from discovery.models import Kind, ObjectRef, ServiceRef
 from discovery.ports import PortSet
 from discovery.project import project_credentials
 from discovery.reflector import Deleted, Listed, Upserted
 from discovery.topics import AddressDiff, AddressSnapshot, ViewKey
-from discovery.transport import KubernetesClientTransport
 from tests.kube.workloads import eventually
 from tests.unit import builders as b
 from tests.unit.log_recorder import LogRecorder

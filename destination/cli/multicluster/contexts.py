@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from discovery.transport import KubernetesClientTransport
+from discovery.kubernetes_client import KubernetesClientTransport
 
 from .api import Api
 
