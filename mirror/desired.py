@@ -32,6 +32,18 @@ remote Endpoints', which slices do not have). Gateway IPs are written
 sorted, as strings (as the reference resolves them); when they are unknown,
 or resolved to nothing, gateway Endpoints are kept as they are (the
 reference fails the write and retries).
+
+Names never collide. A per-pod mirror is named after its hostname alone
+(`<hostname>-<cluster>`, §3.6), so it can take the name of a root mirror
+(a Service `db-0` next to pod `db-0` of Service `db`, or a headless Service
+whose own pods share its name) or of another root's per-pod mirror (two
+Services with pods of the same hostname). The reference writes both and
+the last write wins, so the objects flip and a Service can end up with
+another's Endpoints. Here one rule decides: the mirror of a Service this
+Link handles always keeps its name, and otherwise the per-pod mirror of
+the root that sorts first does; a per-pod mirror that loses is not written
+(nor pointed at by its root's Endpoints), and its root's condition says
+which name went to whom (`InvalidService`).
 """
 
 from __future__ import annotations
@@ -74,6 +86,7 @@ INVALID_SERVICE = "InvalidService"
 MISSING_NAMESPACE = "MissingNamespace"
 ERROR = "Error"
 NO_PORTS = "object spec has no exposed ports"
+MAX_LISTED_COLLISIONS = 3  # a condition message names a few; a hostile target may make many
 
 
 class ObjectKey(NamedTuple):
@@ -195,9 +208,16 @@ def _gateway_subsets(
 
 
 class _Builder:
-    def __init__(self, situation: Situation) -> None:
+    def __init__(
+        self, situation: Situation, root_names: Mapping[tuple[str, str], ServiceRef]
+    ) -> None:
         self.s = situation
         self.link = situation.link
+        # (namespace, name) of the root mirror of every Service this Link handles:
+        # those names are never a per-pod mirror's, whatever the order of Services.
+        self.root_names = root_names
+        # (namespace, name) of each per-pod mirror so far: its root and hostname.
+        self.pod_names: dict[tuple[str, str], tuple[ServiceRef, str]] = {}
         self.objects: dict[ObjectKey, dict[str, Any]] = {}
         self.keep: set[ObjectKey] = set()
         self.keep_members: set[ServiceRef] = set()
@@ -263,6 +283,7 @@ class _Builder:
             return
         labels, annotations = self.mirror_metadata(service)
         ports = mirror_ports(service.ports)
+        collisions: list[str] = []  # per-pod mirrors not written: their names are taken
         if remote_discovery:
             labels[REMOTE_DISCOVERY] = link.target_cluster_name
             labels[REMOTE_SERVICE] = ref.name
@@ -276,7 +297,7 @@ class _Builder:
                 self.s.remote.has_hostnames(ref) or (ref.namespace, name) in self.s.headless_mirrors
             )
         ):
-            self.headless(service, name, labels, annotations, ports)
+            collisions = self.headless(service, name, labels, annotations, ports)
         else:
             self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
                 ref.namespace, name, labels, annotations, ports
@@ -299,6 +320,11 @@ class _Builder:
                     "Failed to get gateway address: "
                     f"{', '.join(link.gateway_addresses)} did not resolve",
                 )
+            )
+            return
+        if collisions:
+            self.mirror_conditions.append(
+                Condition(ref, False, INVALID_SERVICE, _collisions_message(collisions))
             )
             return
         self.mirror_conditions.append(
@@ -336,9 +362,14 @@ class _Builder:
         labels: dict[str, str],
         annotations: dict[str, str],
         ports: list[dict[str, Any]],
-    ) -> None:
-        """A headless root mirror, and one gateway-mode mirror per ready hostname (§3.8)."""
+    ) -> list[str]:
+        """A headless root mirror, and one gateway-mode mirror per ready hostname (§3.8).
+
+        Returns why some per-pod mirrors are not written: their names are taken
+        (see the module docstring), one phrase each, in hostname order.
+        """
         ref, link = service.service, self.link
+        collisions: list[str] = []
         self.objects[ObjectKey("Service", ref.namespace, name)] = _service_manifest(
             ref.namespace, name, labels, annotations, ports, headless=True
         )
@@ -349,6 +380,11 @@ class _Builder:
             pod_mirror = endpoint_mirror_name(endpoint.hostname, link.target_cluster_name)
             if len(pod_mirror) > MAX_NAME:
                 continue
+            taken = self.name_taken(ref, endpoint.hostname, pod_mirror)
+            if taken is not None:
+                collisions.append(taken)
+                continue
+            self.pod_names[(ref.namespace, pod_mirror)] = (ref, endpoint.hostname)
             pod_labels = dict(labels)
             pod_labels[HEADLESS_MIRROR_OF] = name
             pod_fq = f"{endpoint.hostname}.{annotations[REMOTE_SVC_FQ_NAME]}"
@@ -391,6 +427,27 @@ class _Builder:
             self.endpoint_annotations(annotations[REMOTE_SVC_FQ_NAME]),
             subsets,
         )
+        return collisions
+
+    def name_taken(self, root: ServiceRef, hostname: str, pod_mirror: str) -> str | None:
+        """Why `pod_mirror` cannot be the per-pod mirror of `hostname` of `root`, if it cannot.
+
+        The mirror of a handled Service keeps its name (it may be handled later in
+        the loop); otherwise the first per-pod mirror to claim a name keeps it.
+        """
+        key = (root.namespace, pod_mirror)
+        owner = self.root_names.get(key)
+        if owner is not None:
+            whose = "this Service's own" if owner == root else f"Service {owner.name}'s"
+            return f"{pod_mirror} (hostname {hostname}) is the name of {whose} mirror"
+        claim = self.pod_names.get(key)
+        if claim is not None:
+            other, other_hostname = claim
+            return (
+                f"{pod_mirror} (hostname {hostname}) is the per-pod mirror of hostname "
+                f"{other_hostname} of Service {other.name}"
+            )
+        return None
 
     def federate(self, service: RemoteService) -> None:
         ref, link = service.service, self.link
@@ -432,22 +489,39 @@ class _Builder:
         self.federated_conditions.append(Condition(ref, True, MIRRORED, local=local))
 
 
+def _collisions_message(collisions: list[str]) -> str:
+    """The condition message: a few per-pod mirrors that are not written, and why."""
+    listed = "; ".join(collisions[:MAX_LISTED_COLLISIONS])
+    more = len(collisions) - MAX_LISTED_COLLISIONS
+    suffix = f"; and {more} more" if more > 0 else ""
+    return f"per-pod mirrors not written, their names are taken: {listed}{suffix}"
+
+
 def endpoint_labels(service_labels: Mapping[str, str]) -> dict[str, str]:
     """Mirror Endpoints carry their Service's labels, minus remote-discovery markers."""
     return {k: v for k, v in service_labels.items() if k not in (REMOTE_DISCOVERY, REMOTE_SERVICE)}
 
 
 def desired_state(situation: Situation) -> Desired:
-    builder = _Builder(situation)
     link = situation.link
-    for ref in sorted(situation.remote.services):
-        service = situation.remote.services[ref]
+    services = [situation.remote.services[ref] for ref in sorted(situation.remote.services)]
+    # The Services this Link mirrors, and whether for remote discovery (which wins).
+    modes: dict[ServiceRef, bool] = {}
+    for service in services:
         labels = service.label_map()
         if link.remote_discovery_selector.matches(labels):
-            builder.mirror(service, remote_discovery=True)
+            modes[service.service] = True
         elif link.selector.matches(labels):
-            builder.mirror(service, remote_discovery=False)
-        if link.federated_selector.matches(labels):
+            modes[service.service] = False
+    # Their mirrors' names are reserved before any per-pod mirror is named.
+    root_names = {
+        (ref.namespace, mirror_name(ref.name, link.target_cluster_name)): ref for ref in modes
+    }
+    builder = _Builder(situation, root_names)
+    for service in services:
+        if service.service in modes:
+            builder.mirror(service, remote_discovery=modes[service.service])
+        if link.federated_selector.matches(service.label_map()):
             builder.federate(service)
     return Desired(
         objects=builder.objects,

@@ -10,9 +10,11 @@ subsets while the remote has no ready endpoint, the gateway identity),
 remote-discovery mirrors (labels, no Endpoints), a Service matching both
 selectors (remote discovery wins), federated membership, missing namespaces,
 names over 63 characters, headless Services with per-pod mirrors, and an
-unresolved gateway (`keep`). A hypothesis test checks invariants over
-arbitrary remote states: no orphan Endpoints, names fit, every object is
-labelled as a mirror of this cluster, one condition per handled Service.
+unresolved gateway (`keep`), and per-pod mirror names that collide with
+other mirrors. Hypothesis tests check invariants over arbitrary remote
+states, and over states whose names are chosen to collide: no orphan
+Endpoints, names fit, every object is labelled as a mirror of this cluster,
+no two mirrors share a name, one condition per handled Service.
 """
 
 from __future__ import annotations
@@ -729,6 +731,148 @@ def test_per_pod_endpoints_follow_an_unresolved_gateway() -> None:
     assert endpoints_key("db-east") in desired.objects  # the root does not use the gateway
 
 
+# -- names that collide ------------------------------------------------------------------------
+
+
+def pods(service: str, *hostnames: str) -> SliceInfo:
+    """A slice of `service` with one ready pod per hostname (pods of a StatefulSet)."""
+    return remote_slice(
+        service,
+        *(
+            builders.endpoint(f"10.2.0.{i}", pod=name, hostname=name)
+            for i, name in enumerate(hostnames, start=1)
+        ),
+        ports=(("pg", 5432),),
+    )
+
+
+def taken(*reasons: str) -> str:
+    return "per-pod mirrors not written, their names are taken: " + "; ".join(reasons)
+
+
+def test_a_per_pod_mirror_never_takes_the_name_of_a_mirrored_service() -> None:
+    """Regression: a Service `db-0` next to pod `db-0` of headless Service `db` (or a Service
+    `a` next to pod `a` of `b`) made two desired objects named `db-0-east`; the last one
+    written won, so a root's Endpoints pointed a hostname at another Service's ClusterIP and
+    a Service could get the other's Endpoints. The handled Service's mirror keeps its name,
+    in either order, gateway or remote-discovery mode."""
+    for other, root, hostnames in (("db-0", "db", ("db-0", "db-1")), ("a", "b", ("a", "b-1"))):
+        (lost, kept) = hostnames
+        for labels in (EXPORTED, REMOTE_DISCOVERY):
+            remote = view(
+                remote_service(root, **DB),
+                pods(root, *hostnames),
+                remote_service(other, labels=labels),
+                ready_slice(other),
+            )
+            ips = {(NS, f"{lost}-east"): "10.96.0.5", (NS, f"{kept}-east"): "10.96.0.6"}
+            desired = desired_state(situation(remote, headless=True, cluster_ips=ips))
+            mirror = desired.objects[service_key(f"{other}-east")]
+            assert HEADLESS_OF not in mirror["metadata"]["labels"]
+            assert mirror["metadata"]["annotations"][FQ] == f"{other}.ns.svc.cluster.local"
+            if labels is EXPORTED:
+                endpoints = desired.objects[endpoints_key(f"{other}-east")]
+                assert endpoints["metadata"]["annotations"][FQ] == f"{other}.ns.svc.cluster.local"
+                assert endpoints["subsets"][0]["addresses"] == [{"ip": GATEWAY_IP}]
+            else:
+                assert endpoints_key(f"{other}-east") not in desired.objects
+            # The root points only at its own per-pod mirror, never at the other's ClusterIP.
+            (subset,) = desired.objects[endpoints_key(f"{root}-east")]["subsets"]
+            assert subset["addresses"] == [{"hostname": kept, "ip": "10.96.0.6"}]
+            pod = desired.objects[service_key(f"{kept}-east")]["metadata"]
+            assert pod["labels"][HEADLESS_OF] == f"{root}-east"
+            assert desired.keep == frozenset()
+            lost_reason = f"{lost}-east (hostname {lost}) is the name of Service {other}'s mirror"
+            assert set(desired.mirror_conditions) == {
+                Condition(ServiceRef(NS, root), False, "InvalidService", taken(lost_reason)),
+                mirrored(other, f"{other}-east"),
+            }
+
+
+def test_a_headless_service_named_like_one_of_its_pods_keeps_its_root() -> None:
+    """Regression: Service `db-0` governing StatefulSet pods `db-0` and `db-1` wrote its root
+    and the per-pod mirror of `db-0` under one name: a ClusterIP Service with the root's
+    Endpoints (hostnames, always ready), and with an unresolved gateway those Endpoints were
+    both kept as they are and desired."""
+    remote = view(remote_service("db-0", **DB), pods("db-0", "db-0", "db-1"))
+    ips = {(NS, "db-0-east"): "10.96.0.5", (NS, "db-1-east"): "10.96.0.6"}
+    for gateway_ips in ((GATEWAY_IP,), None):
+        desired = desired_state(
+            situation(remote, headless=True, cluster_ips=ips, gateway_ips=gateway_ips)
+        )
+        assert set(desired.objects) == {
+            service_key("db-0-east"),
+            endpoints_key("db-0-east"),
+            service_key("db-1-east"),
+        } | ({endpoints_key("db-1-east")} if gateway_ips else set())
+        assert desired.objects[service_key("db-0-east")]["spec"]["clusterIP"] == "None"
+        assert HEADLESS_OF not in desired.objects[service_key("db-0-east")]["metadata"]["labels"]
+        (subset,) = desired.objects[endpoints_key("db-0-east")]["subsets"]
+        assert subset["addresses"] == [{"hostname": "db-1", "ip": "10.96.0.6"}]
+        assert desired.keep == (frozenset() if gateway_ips else {endpoints_key("db-1-east")})
+        (condition,) = desired.mirror_conditions
+        if gateway_ips:  # an unresolved gateway says so first: nothing moves meanwhile
+            assert condition == Condition(
+                ServiceRef(NS, "db-0"),
+                False,
+                "InvalidService",
+                taken("db-0-east (hostname db-0) is the name of this Service's own mirror"),
+            )
+        else:
+            assert condition.message.startswith("Failed to get gateway address")
+
+
+def test_two_headless_services_never_share_a_per_pod_mirror() -> None:
+    """Regression: pods of two headless Services with the same hostname `x` gave one
+    `x-east` to both; the later Service's won, so the first one's root Endpoints sent `x`
+    to the other Service's pod. The Service that sorts first keeps the name."""
+    remote = view(
+        remote_service("a", **DB),
+        pods("a", "x"),
+        remote_service("b", **DB),
+        pods("b", "x", "y"),
+    )
+    ips = {(NS, "x-east"): "10.96.0.7", (NS, "y-east"): "10.96.0.8"}
+    desired = desired_state(situation(remote, headless=True, cluster_ips=ips))
+    x = desired.objects[service_key("x-east")]["metadata"]
+    assert x["labels"][HEADLESS_OF] == "a-east"
+    assert x["annotations"][FQ] == "x.a.ns.svc.cluster.local"
+    x_endpoints = desired.objects[endpoints_key("x-east")]["metadata"]
+    assert x_endpoints["annotations"][FQ] == "x.a.ns.svc.cluster.local"
+    assert desired.objects[endpoints_key("a-east")]["subsets"][0]["addresses"] == [
+        {"hostname": "x", "ip": "10.96.0.7"}
+    ]
+    assert desired.objects[endpoints_key("b-east")]["subsets"][0]["addresses"] == [
+        {"hostname": "y", "ip": "10.96.0.8"}
+    ]
+    assert desired.mirror_conditions == (
+        mirrored("a", "a-east"),
+        Condition(
+            ServiceRef(NS, "b"),
+            False,
+            "InvalidService",
+            taken("x-east (hostname x) is the per-pod mirror of hostname x of Service a"),
+        ),
+    )
+
+
+def test_a_collision_message_names_at_most_three_per_pod_mirrors() -> None:
+    names = ("p1", "p2", "p3", "p4", "p5")
+    remote = view(
+        remote_service("db", **DB),
+        pods("db", *names),
+        *(remote_service(name) for name in names),
+    )
+    desired = desired_state(situation(remote, headless=True))
+    assert not any(HEADLESS_OF in m["metadata"]["labels"] for m in desired.objects.values())
+    condition = desired.mirror_conditions[0]
+    assert condition.remote == ServiceRef(NS, "db")
+    assert condition.message == taken(
+        *(f"{n}-east (hostname {n}) is the name of Service {n}'s mirror" for n in names[:3]),
+        "and 2 more",
+    )
+
+
 # -- properties --------------------------------------------------------------------------------
 
 LABEL_SETS = st.sampled_from(
@@ -736,19 +880,24 @@ LABEL_SETS = st.sampled_from(
 )
 SERVICE_NAMES = st.sampled_from(["web", "db", "api", "x" * 58, "y" * 60, "db-0"])
 HOSTNAMES = st.sampled_from(["db-0", "db-1", "web", "h" * 60])
+NAMESPACES = st.sampled_from([NS, "other"])
 
 
 @st.composite
-def remote_views(draw: st.DrawFn) -> RemoteView:
+def remote_views(
+    draw: st.DrawFn,
+    names: st.SearchStrategy[str] = SERVICE_NAMES,
+    hostnames: st.SearchStrategy[str] = HOSTNAMES,
+    label_sets: st.SearchStrategy[dict[str, str]] = LABEL_SETS,
+    namespaces: st.SearchStrategy[str] = NAMESPACES,
+) -> RemoteView:
     remote = RemoteView()
-    for name, namespace in draw(
-        st.lists(st.tuples(SERVICE_NAMES, st.sampled_from([NS, "other"])), max_size=5, unique=True)
-    ):
+    for name, namespace in draw(st.lists(st.tuples(names, namespaces), max_size=5, unique=True)):
         remote.put_service(
             remote_service(
                 name,
                 namespace,
-                labels=draw(LABEL_SETS),
+                labels=draw(label_sets),
                 ports=draw(st.sampled_from([(), (("http", 80),), (("a", 1), ("b", 2))])),
                 headless=draw(st.booleans()),
             )
@@ -757,7 +906,7 @@ def remote_views(draw: st.DrawFn) -> RemoteView:
             endpoints = [
                 builders.endpoint(
                     f"10.1.{index}.{i}",
-                    hostname=draw(st.none() | HOSTNAMES),
+                    hostname=draw(st.none() | hostnames),
                     ready=draw(st.booleans()),
                 )
                 for i in range(draw(st.integers(0, 3)))
@@ -795,6 +944,45 @@ def test_desired_state_invariants(
         create_namespaces=create,
         cluster_ips=cluster_ips,
     )
+    check_invariants(current)
+
+
+# Names that collide: Services named like other Services' pods, pods of two Services
+# with one hostname, a headless Service named like its own pod (`db-0`).
+COLLIDING = ["db", "db-0", "db-1", "web"]
+COLLIDING_IPS = {(NS, f"{name}-east"): f"10.96.0.{i}" for i, name in enumerate(COLLIDING)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    remote_views(
+        names=st.sampled_from(COLLIDING),
+        hostnames=st.sampled_from(COLLIDING[1:]),
+        label_sets=st.sampled_from([EXPORTED, EXPORTED, REMOTE_DISCOVERY, {}]),
+        namespaces=st.just(NS),
+    ),
+    st.sampled_from([None, (GATEWAY_IP,)]),
+    st.booleans(),
+    st.sampled_from([{}, COLLIDING_IPS]),
+)
+def test_mirror_names_never_collide(
+    remote: RemoteView,
+    ips: tuple[str, ...] | None,
+    alive: bool,
+    cluster_ips: dict[tuple[str, str], str],
+) -> None:
+    """`check_invariants`, with headless support on and names chosen to collide (the
+    cluster IPs are those the worker sees, root mirrors' included)."""
+    check_invariants(
+        situation(
+            remote, gateway_ips=ips, gateway_alive=alive, headless=True, cluster_ips=cluster_ips
+        )
+    )
+
+
+def check_invariants(current: Situation) -> None:
+    remote, link, ips = current.remote, current.link, current.gateway_ips
+    alive, cluster_ips = current.gateway_alive, current.cluster_ips
     desired = desired_state(current)
     assert desired_state(current) == desired  # a pure function
 
@@ -819,6 +1007,30 @@ def test_desired_state_invariants(
         else:
             assert manifest["spec"]["ports"]
     assert not desired.keep & set(desired.objects)
+    # No two mirrors share a name: each Endpoints is its own Service's, a root's hostname
+    # points at its own per-pod mirror, a per-pod mirror's root is a headless root mirror.
+    for key, manifest in desired.objects.items():
+        metadata = manifest["metadata"]
+        service = desired.objects[ObjectKey("Service", key.namespace, key.name)]["metadata"]
+        if key.kind == "Endpoints":
+            assert metadata["labels"] == service["labels"]
+            assert metadata["annotations"][FQ] == service["annotations"][FQ]
+            for subset in manifest["subsets"]:
+                for address in subset.get("addresses", []) + subset.get("notReadyAddresses", []):
+                    if "hostname" in address:
+                        pod = (key.namespace, f"{address['hostname']}-east")
+                        assert address["ip"] == cluster_ips[pod]
+                        pod_labels = desired.objects[ObjectKey("Service", *pod)]["metadata"][
+                            "labels"
+                        ]
+                        assert pod_labels[HEADLESS_OF] == key.name
+        elif HEADLESS_OF in metadata["labels"]:
+            root = desired.objects[
+                ObjectKey("Service", key.namespace, metadata["labels"][HEADLESS_OF])
+            ]
+            assert root["spec"]["clusterIP"] == "None"
+            assert HEADLESS_OF not in root["metadata"]["labels"]
+            assert metadata["annotations"][FQ].endswith("." + root["metadata"]["annotations"][FQ])
     # Kept whole: the mirror of a Service that has no ports (it may have had some).
     portless = {
         ObjectKey(kind, c.remote.namespace, f"{c.remote.name}-east")
@@ -842,6 +1054,15 @@ def test_desired_state_invariants(
         if condition.mirrored:
             assert condition.local is not None
             assert ObjectKey("Service", *condition.local) in desired.objects
+            root = desired.objects[ObjectKey("Service", *condition.local)]
+            if root["spec"].get("clusterIP") == "None":  # Mirrored: every per-pod mirror written
+                for endpoint in remote.headless_endpoints(condition.remote):
+                    pod = ObjectKey(
+                        "Service", condition.local.namespace, f"{endpoint.hostname}-east"
+                    )
+                    if len(pod.name) <= 63:
+                        pod_labels = desired.objects[pod]["metadata"]["labels"]
+                        assert pod_labels[HEADLESS_OF] == condition.local.name
         else:
             assert condition.local is None
     federated = [
