@@ -1,4 +1,4 @@
-"""The GC pacer: survivors of a full collection are frozen, thawed once a period, pauses measured.
+"""The GC pacer: it collects and freezes once a period, thaws once a long one, measures pauses.
 
 These tests change the interpreter's collector state (the permanent
 generation and gc.callbacks) and restore it, whatever happens.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -48,12 +49,9 @@ def count(pacer: GcPacer, generation: str) -> float:
     return samples[("destination_gc_pause_seconds_count", generation)]
 
 
-def test_survivors_of_a_full_collection_are_frozen_at_the_next_tick(pacer: GcPacer) -> None:
+def test_a_tick_collects_and_freezes_the_survivors(pacer: GcPacer) -> None:
     live = [Node() for _ in range(5_000)]
     pacer.tick(now=0.0)
-    assert gc.get_freeze_count() == 0, "nothing is frozen before a full collection"
-    gc.collect()
-    pacer.tick(now=1.0)
     frozen = gc.get_freeze_count()
     assert frozen >= len(live)
     assert pacer.freezes._value.get() == 1  # type: ignore[attr-defined]
@@ -62,19 +60,22 @@ def test_survivors_of_a_full_collection_are_frozen_at_the_next_tick(pacer: GcPac
     assert not ids & {id(o) for o in gc.get_objects(generation=2)}
 
 
-def test_only_one_freeze_per_full_collection(pacer: GcPacer) -> None:
-    gc.collect()
+def test_the_next_collection_walks_only_what_came_since(pacer: GcPacer) -> None:
+    pacer.tick(now=0.0)
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    probe = weakref.ref(a)
+    pacer.tick(now=0.5)  # within the period: nothing collected, nothing frozen
+    assert pacer.freezes._value.get() == 1  # type: ignore[attr-defined]
+    assert id(a) in _node_ids(), "still in a generation, not frozen"
+    del a, b  # a cycle, garbage, not frozen: the next collection frees it
     pacer.tick(now=1.0)
-    first = gc.get_freeze_count()
-    later = [Node() for _ in range(1_000)]
-    pacer.tick(now=2.0)  # no full collection since: the new objects stay collectable
-    assert gc.get_freeze_count() == first
-    assert {id(node) for node in later} & {id(o) for o in gc.get_objects()}
+    assert probe() is None
+    assert pacer.freezes._value.get() == 2  # type: ignore[attr-defined]
 
 
 def test_frozen_objects_are_still_freed_by_reference_counting(pacer: GcPacer) -> None:
     live = [Node() for _ in range(5_000)]
-    gc.collect()
     pacer.tick(now=1.0)
     frozen = gc.get_freeze_count()
     del live
@@ -84,19 +85,17 @@ def test_frozen_objects_are_still_freed_by_reference_counting(pacer: GcPacer) ->
 def test_a_cycle_among_frozen_objects_is_freed_after_the_thaw(pacer: GcPacer) -> None:
     a, b = Node(), Node()
     a.other, b.other = b, a
-    gc.collect()
     pacer.tick(now=1.0)
     probe = id(a)
-    del a, b  # garbage now, but frozen: a full collection does not find it
+    del a, b  # garbage now, but frozen: no collection finds it
+    pacer.tick(now=2.0)
     gc.collect()
     assert probe in _frozen_node_ids()
-    pacer.tick(now=1.0 + 600.0)  # the thaw
-    assert gc.get_freeze_count() == 0
+    pacer.tick(now=1.0 + 600.0)  # the thaw: that tick's collection walks everything
     assert pacer.thaws._value.get() == 1  # type: ignore[attr-defined]
-    assert gc.collect() >= 2
     assert probe not in _node_ids()
-    pacer.tick(now=602.0)  # frozen again after that full collection
-    assert gc.get_freeze_count() > 0
+    assert probe not in _frozen_node_ids()
+    assert gc.get_freeze_count() > 0  # and what survived is frozen again
 
 
 def _node_ids() -> set[int]:
@@ -139,7 +138,7 @@ def test_without_freeze_nothing_is_frozen_but_pauses_are_measured() -> None:
 
 async def test_run_installs_its_hook_and_leaves_nothing_behind() -> None:
     gc.unfreeze()
-    pacer = GcPacer(CollectorRegistry(), tick_s=0.01)
+    pacer = GcPacer(CollectorRegistry(), tick_s=0.01, collect_period_s=0.01)
     task = asyncio.create_task(pacer.run())
     await asyncio.sleep(0.02)
     assert pacer._on_collection in gc.callbacks
@@ -167,4 +166,5 @@ def test_a_tick_never_walks_the_permanent_generation(
     pacer.tick(now=1.0)  # freezes
     pacer.tick(now=2.0)
     pacer.tick(now=1.0 + 600.0)  # thaws
-    assert pacer.freezes._value.get() == 1  # type: ignore[attr-defined]
+    assert pacer.freezes._value.get() == 3  # type: ignore[attr-defined]
+    assert pacer.thaws._value.get() == 1  # type: ignore[attr-defined]
