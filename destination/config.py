@@ -393,9 +393,9 @@ class ServerConfig:
     gc_freeze: bool = field(
         default=True,
         metadata={
-            "help": "After each full garbage collection, exempt its survivors (open streams) "
-            "from the next ones, so that a full collection walks only new objects: pauses "
-            "of tens of milliseconds instead of seconds with 10,000s of streams."
+            "help": "Run a full garbage collection every second and exempt its survivors "
+            "(open streams) from the next ones, so that each walks only the last second's "
+            "objects: pauses of milliseconds instead of up to seconds with 10,000s of streams."
         },
     )
     gc_thaw_period_s: float = field(
