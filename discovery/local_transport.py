@@ -39,8 +39,8 @@ from .local_config import (
     load_local_config,
     read_token_file,
 )
-from .tls import TlsMaterialError, client_context
-from .transport import ApiTransport, HttpTransport, basic_authorization
+from .tls import TlsMaterialError
+from .transport import ApiTransport, HttpTransport, basic_authorization, tls_context
 
 log = structlog.get_logger("discovery.local_transport")
 
@@ -66,18 +66,10 @@ async def connect_local_cluster(kubeconfig: str | None, *, pool_size: int) -> Ap
 
 async def open_local_transport(config: LocalClusterConfig, *, pool_size: int) -> HttpTransport:
     """A transport for `config`; its TLS context is built in a worker thread, from memory."""
-    ssl_context = None
-    if not config.plaintext:
-        try:
-            ssl_context = await asyncio.to_thread(
-                client_context,
-                ca_pem=config.ca_pem,
-                cert_pem=config.client_cert_pem,
-                key_pem=config.client_key_pem,
-                verify=not config.insecure_skip_tls_verify,
-            )
-        except TlsMaterialError as err:
-            raise LocalConfigError(f"{config.source}: {err}") from None
+    try:
+        ssl_context = await tls_context(config)
+    except TlsMaterialError as err:
+        raise LocalConfigError(f"{config.source}: {err}") from None
     authorization: str | TokenFile | None = None
     if config.token_file is not None and config.token is not None:
         authorization = TokenFile(config.token_file, config.token, source=config.source)

@@ -201,22 +201,45 @@ class RemoteTransport(HttpTransport):
         )
 
 
+class TlsSettings(Protocol):
+    """What a cluster's config says about TLS (a link's `RemoteKubeconfig` or the local one)."""
+
+    @property
+    def plaintext(self) -> bool: ...
+    @property
+    def ca_pem(self) -> bytes | None: ...
+    @property
+    def client_cert_pem(self) -> bytes | None: ...
+    @property
+    def client_key_pem(self) -> bytes | None: ...
+    @property
+    def insecure_skip_tls_verify(self) -> bool: ...
+
+
+async def tls_context(config: TlsSettings) -> ssl.SSLContext | None:
+    """The client TLS context `config` asks for, built in a worker thread from memory.
+
+    None for plain http; TlsMaterialError when the material does not load.
+    """
+    if config.plaintext:
+        return None
+    return await asyncio.to_thread(
+        client_context,
+        ca_pem=config.ca_pem,
+        cert_pem=config.client_cert_pem,
+        key_pem=config.client_key_pem,
+        verify=not config.insecure_skip_tls_verify,
+    )
+
+
 async def open_remote_transport(
     config: RemoteKubeconfig, *, pool_size: int = REMOTE_CONNECTION_POOL
 ) -> RemoteTransport:
     """A transport for `config`; its TLS context is built in a worker thread, from memory."""
-    ssl_context = None
-    if not config.plaintext:
-        try:
-            ssl_context = await asyncio.to_thread(
-                client_context,
-                ca_pem=config.ca_pem,
-                cert_pem=config.client_cert_pem,
-                key_pem=config.client_key_pem,
-                verify=not config.insecure_skip_tls_verify,
-            )
-        except TlsMaterialError as err:
-            raise KubeconfigError(str(err)) from None
+    try:
+        ssl_context = await tls_context(config)
+    except TlsMaterialError as err:
+        raise KubeconfigError(str(err)) from None
     return RemoteTransport(config, ssl_context, pool_size=pool_size)
 
 
