@@ -13,9 +13,11 @@
 #      remote discovery (frontend-east), and podinfo as a federated member
 #      beside west's own podinfo (podinfo-federated).
 #   5. `kubectl get` shows the mirrors, `multicluster check` and `gateways`
-#      diagnose the link, and live `destination endpoints` views show the
-#      gateway going down and up (podinfo-east) and the federated service's
-#      members scaling in both clusters (podinfo-federated).
+#      diagnose the link, `destination profile` shows what GetProfile gives a
+#      proxy for the federated service (a ServiceProfile's route), and live
+#      `destination endpoints` views show the gateway going down and up
+#      (podinfo-east) and the federated service's members scaling in both
+#      clusters (podinfo-federated).
 #
 # East's gateway is a stand-in (deploy/local/demo_gateway.py) on this host's
 # non-loopback address: it answers the mirror's probes; SIGUSR1 flips it.
@@ -195,6 +197,33 @@ sed 's/^/  /' "$state/gateway.log"
 pids+=($!)
 
 authority=podinfo-federated.demo.svc.cluster.local:9898
+step "the profile a proxy gets for $authority (GetProfile)"
+show "kubectl --kubeconfig \$KUBECONFIG_WEST apply -f - # a ServiceProfile: one route, its timeout and retries"
+"${west[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata:
+  name: podinfo-federated.demo.svc.cluster.local
+  namespace: demo
+spec:
+  routes:
+    - name: GET /api/info
+      condition: {method: GET, pathRegex: '/api/info'}
+      timeout: 250ms
+      isRetryable: true
+      responseClasses:
+        - condition: {status: {min: 500, max: 599}}
+          isFailure: true
+  retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 10, ttl: 10s}
+YAML
+show "destination profile $authority --once"
+for _ in $(seq 50); do
+  out="$("$destination" profile "$authority" --server "127.0.0.1:$port" --once 2>&1 || true)"
+  [[ $out == *"GET /api/info"* ]] && break
+  sleep 0.2
+done
+echo "$out"
+
 step "live endpoints of $authority"
 echo "east's pods (10.11.x) and west's (10.12.x) together, each Deployment scaling every 10 s."
 echo "also try: destination multicluster gateways --mirror-admin 127.0.0.1:$mirror_admin_port"
