@@ -43,6 +43,7 @@ from .flags import (
     EXIT_FAILURE,
     EXIT_OK,
     add_cluster_flags,
+    add_namespace_flags,
 )
 
 if TYPE_CHECKING:
@@ -82,19 +83,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_cluster_flags(parser, which="SOURCE")
-    parser.add_argument(
-        "--namespace",
-        metavar="NAMESPACE",
-        default=DEFAULT_LINK_NAMESPACE,
-        help=f"namespace of the Links. Default: {DEFAULT_LINK_NAMESPACE}.",
-    )
-    parser.add_argument(
-        "--linkerd-namespace",
-        "-L",
-        metavar="NAMESPACE",
-        default=DEFAULT_LINKERD_NAMESPACE,
-        help=f"namespace of the destination server. Default: {DEFAULT_LINKERD_NAMESPACE}.",
-    )
+    add_namespace_flags(parser)
     parser.add_argument("--cluster-name", metavar="NAME", help="check only the Link of this target")
     parser.add_argument(
         "--mirror-admin",

@@ -14,6 +14,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "add_cluster_flags",
+    "add_namespace_flags",
     "error",
     "note",
     "positive_seconds",
@@ -46,6 +47,23 @@ def add_cluster_flags(parser: argparse.ArgumentParser, *, which: str) -> None:
         type=positive_seconds,
         default=10.0,
         help="seconds to wait for each API request. Default: 10.",
+    )
+
+
+def add_namespace_flags(parser: argparse.ArgumentParser) -> None:
+    """``--namespace`` (the Links') and ``--linkerd-namespace`` (the destination server's)."""
+    parser.add_argument(
+        "--namespace",
+        metavar="NAMESPACE",
+        default=DEFAULT_LINK_NAMESPACE,
+        help=f"namespace of the Links. Default: {DEFAULT_LINK_NAMESPACE}.",
+    )
+    parser.add_argument(
+        "--linkerd-namespace",
+        "-L",
+        metavar="NAMESPACE",
+        default=DEFAULT_LINKERD_NAMESPACE,
+        help=f"namespace of the destination server. Default: {DEFAULT_LINKERD_NAMESPACE}.",
     )
 
 

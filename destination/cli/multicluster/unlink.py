@@ -50,12 +50,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .flags import (
-    DEFAULT_LINK_NAMESPACE,
-    DEFAULT_LINKERD_NAMESPACE,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     add_cluster_flags,
+    add_namespace_flags,
     error,
 )
 
@@ -86,19 +85,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--cluster-name", required=True, metavar="NAME")
     add_cluster_flags(parser, which="SOURCE")
-    parser.add_argument(
-        "--namespace",
-        metavar="NAMESPACE",
-        default=DEFAULT_LINK_NAMESPACE,
-        help=f"namespace of the Links. Default: {DEFAULT_LINK_NAMESPACE}.",
-    )
-    parser.add_argument(
-        "--linkerd-namespace",
-        "-L",
-        metavar="NAMESPACE",
-        default=DEFAULT_LINKERD_NAMESPACE,
-        help=f"namespace of the destination server. Default: {DEFAULT_LINKERD_NAMESPACE}.",
-    )
+    add_namespace_flags(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be removed; change nothing"
     )
