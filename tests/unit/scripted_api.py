@@ -289,3 +289,21 @@ class ScriptedCluster:
 
     def api(self, server: str = "https://scripted.invalid") -> ScriptedApi:
         return ScriptedApi(self.route, server)
+
+
+class RecordingTransport:
+    """Answers each request with the next scripted response, in order.
+
+    It records (method, path, a copy of the JSON body) for the writers' tests
+    (Leases, federated membership), which check what was sent, not how it was read.
+    """
+
+    def __init__(self, *responses: ScriptedResponse) -> None:
+        self.responses = list(responses)
+        self.requests: list[tuple[str, str, Any]] = []
+
+    async def request(
+        self, method: str, path: str, *, json_body: Any = None, **_: Any
+    ) -> ScriptedResponse:
+        self.requests.append((method, path, json.loads(json.dumps(json_body))))
+        return self.responses.pop(0)

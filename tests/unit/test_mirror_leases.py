@@ -10,26 +10,14 @@ compare-and-swap on its resourceVersion; a replica releases only its own.
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any
 
 from mirror.leases import Leadership, LeaseSettings
-from tests.unit.scripted_api import ScriptedResponse, reply, status_body
+from tests.unit.scripted_api import RecordingTransport as Transport
+from tests.unit.scripted_api import reply, status_body
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 PATH = "/apis/coordination.k8s.io/v1/namespaces/mc/leases"
-
-
-class Transport:
-    def __init__(self, *responses: ScriptedResponse) -> None:
-        self.responses = list(responses)
-        self.requests: list[tuple[str, str, Any]] = []
-
-    async def request(
-        self, method: str, path: str, *, json_body: Any = None, **_: Any
-    ) -> ScriptedResponse:
-        self.requests.append((method, path, json.loads(json.dumps(json_body))))
-        return self.responses.pop(0)
 
 
 def leadership(transport: Transport, duration_s: float = 30.0) -> Leadership:

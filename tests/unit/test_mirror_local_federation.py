@@ -12,7 +12,6 @@ should be.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -27,25 +26,14 @@ from mirror.remote import project_remote_service
 from mirror.selectors import LinkSelector, parse_selector_text
 from mirror.writer import Writer
 from tests.unit import builders
-from tests.unit.scripted_api import ScriptedResponse, reply, status_body
+from tests.unit.scripted_api import RecordingTransport as Transport
+from tests.unit.scripted_api import reply, status_body
 
 NS = "ns"
 MEMBER = {"mirror.linkerd.io/federated": "member"}
 LOCAL_DISCOVERY = "multicluster.linkerd.io/local-discovery"
 REMOTE_DISCOVERY = "multicluster.linkerd.io/remote-discovery"
 MIRRORED = "mirror.linkerd.io/mirrored-service"
-
-
-class Transport:
-    def __init__(self, *responses: ScriptedResponse) -> None:
-        self.responses = list(responses)
-        self.requests: list[tuple[str, str, Any]] = []
-
-    async def request(
-        self, method: str, path: str, *, json_body: Any = None, **_: Any
-    ) -> ScriptedResponse:
-        self.requests.append((method, path, json.loads(json.dumps(json_body))))
-        return self.responses.pop(0)
 
 
 def federation(transport: Transport, *services: dict[str, Any]) -> LocalFederation:
